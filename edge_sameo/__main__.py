@@ -1,0 +1,5 @@
+import sys
+
+from edge_sameo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,44 @@
+"""``edge-sameo`` command line. Each subcommand lives in ``edge_sameo/commands/<name>.py``
+with ``register(subparsers)``; library errors become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from edge_sameo.errors import EdgeSameoError
+
+#: Subcommand modules under ``edge_sameo.commands``, in ``--help`` order.
+COMMANDS = ("segment", "demo")
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-sameo", description="Amodal segmentation (SAMEO on EfficientSAM) for the edge."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"edge_sameo.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        print("edge-sameo: interrupted", file=sys.stderr)
+        return 130
+    except (EdgeSameoError, OSError) as exc:
+        print(f"edge-sameo {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""Pure ``nn.Module`` definitions of EfficientSAM (no I/O, no device choice)."""
+
+from edge_sameo.modeling.config import ModelConfig
+from edge_sameo.modeling.efficient_sam import EfficientSam
+from edge_sameo.modeling.image_encoder import ImageEncoderViT
+from edge_sameo.modeling.mask_decoder import MaskDecoder
+from edge_sameo.modeling.prompt_encoder import PromptEncoder
+from edge_sameo.modeling.transformer import TwoWayTransformer
+
+__all__ = ["EfficientSam", "ImageEncoderViT", "MaskDecoder", "ModelConfig", "PromptEncoder", "TwoWayTransformer"]

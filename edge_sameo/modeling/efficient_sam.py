@@ -1,0 +1,83 @@
+"""EfficientSAM: ViT image encoder + point/box prompt encoder + mask decoder.
+
+A pure ``nn.Module`` (no file I/O, no device choice). Its ``state_dict`` keys and
+order equal the original checkpoints' (``pixel_mean``/``pixel_std`` are not stored).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edge_sameo.modeling.config import ModelConfig
+from edge_sameo.modeling.image_encoder import ImageEncoderViT
+from edge_sameo.modeling.mask_decoder import MaskDecoder
+from edge_sameo.modeling.prompt_encoder import (
+    LABEL_BOX_BOTTOM_RIGHT,
+    LABEL_BOX_TOP_LEFT,
+    LABEL_PAD,
+    PromptEncoder,
+)
+
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
+
+
+class EfficientSam(nn.Module):
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        image_encoder: ImageEncoderViT,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.max_num_points = config.max_num_points
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
+
+    @property
+    def img_size(self) -> int:
+        return self.image_encoder.img_size
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) preprocessed images -> (B, C, S/p, S/p) image embeddings."""
+        return self.image_encoder(images)
+
+    def box_prompts(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 4) XYXY boxes in model-input pixels -> points (N, T, 2), labels (N, T).
+
+        Each box is two points labelled 2 and 3, padded to ``max_num_points`` slots
+        with coordinate -1 and label -1, exactly as the original pads its prompts.
+        """
+        n = boxes.shape[0]
+        pad = self.max_num_points - 2
+        points = torch.cat([boxes.reshape(n, 2, 2), boxes.new_full((n, pad, 2), -1.0)], dim=1)
+        labels = torch.tensor(
+            [LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT] + [LABEL_PAD] * pad,
+            dtype=torch.float32,
+            device=boxes.device,
+        ).expand(n, -1)
+        return points, labels
+
+    def decode_boxes(
+        self, image_embeddings: torch.Tensor, boxes: torch.Tensor, multimask_output: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode N boxes against one image embedding in a single batched call.
+
+        image_embeddings: (1, C, h, w); boxes: (N, 4) float32 XYXY in model-input
+        pixels (the S×S resized frame). Returns low-res logits (N, 3, 4h, 4w) and
+        IoU predictions (N, 3), candidates unsorted, as the original returns them.
+        """
+        points, labels = self.box_prompts(boxes)
+        sparse = self.prompt_encoder(points, labels)
+        return self.mask_decoder(
+            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, multimask_output
+        )

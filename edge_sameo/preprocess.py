@@ -1,0 +1,50 @@
+"""The one preprocessing implementation (predictor, export, calibration, training).
+
+EfficientSAM's own: ``/255``, resize *straight* to S×S (bilinear, no aspect-preserving
+pad), ImageNet mean/std. Kept exactly, or the original checkpoints lose accuracy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+
+from edge_sameo.modeling.efficient_sam import PIXEL_MEAN, PIXEL_STD
+
+
+def image_to_tensor(image: NDArray[np.uint8], device: torch.device | str = "cpu") -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 in [0, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+    return t.permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+
+def normalize_resized(x: torch.Tensor, img_size: int) -> torch.Tensor:
+    """(B, 3, H, W) float in [0, 1] -> (B, 3, S, S) resized and ImageNet-normalised."""
+    if x.shape[-2:] != (img_size, img_size):
+        x = F.interpolate(x, (img_size, img_size), mode="bilinear", align_corners=False)
+    mean = x.new_tensor(PIXEL_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(PIXEL_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def preprocess(
+    image: NDArray[np.uint8], img_size: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, S, S) float32 model input."""
+    return normalize_resized(image_to_tensor(image, device), img_size)
+
+
+def boxes_to_model_frame(
+    boxes: torch.Tensor, image_hw: tuple[int, int], img_size: int
+) -> torch.Tensor:
+    """(N, 4) XYXY in original-image pixels -> the S×S model-input frame (x·S/W, y·S/H)."""
+    h, w = image_hw
+    scale = boxes.new_tensor([img_size / w, img_size / h, img_size / w, img_size / h])
+    return boxes * scale
+
+
+def upscale_logits(logits: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """(N, M, h, w) low-res logits -> (N, M, H, W), bicubic as the original."""
+    return F.interpolate(logits, image_hw, mode="bicubic", align_corners=False)
