@@ -23,9 +23,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edge-sameo demo --out-dir out
 
+SRC := edge_sameo engines train calib tests $(wildcard benchmarks)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edge_sameo engines train calib tests benchmarks
-	$(VENV)/bin/ruff format --check edge_sameo engines train calib tests benchmarks
+	$(VENV)/bin/ruff check $(SRC)
+	$(VENV)/bin/ruff format --check $(SRC)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy edge_sameo engines train calib

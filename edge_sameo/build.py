@@ -11,7 +11,6 @@ from edge_sameo.modeling import (
     TwoWayTransformer,
 )
 
-
 CONFIGS: dict[str, ModelConfig] = {
     "vitt": ModelConfig(name="vitt", encoder_dim=192, encoder_heads=3),
     "vits": ModelConfig(name="vits", encoder_dim=384, encoder_heads=6),

@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from edge_sameo.errors import EdgeSameoError
 
@@ -16,8 +17,15 @@ COMMANDS = ("segment", "demo")
 EXIT_USAGE = 2
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (and exit code 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="edge-sameo", description="Amodal segmentation (SAMEO on EfficientSAM) for the edge."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

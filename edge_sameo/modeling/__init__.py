@@ -7,4 +7,11 @@ from edge_sameo.modeling.mask_decoder import MaskDecoder
 from edge_sameo.modeling.prompt_encoder import PromptEncoder
 from edge_sameo.modeling.transformer import TwoWayTransformer
 
-__all__ = ["EfficientSam", "ImageEncoderViT", "MaskDecoder", "ModelConfig", "PromptEncoder", "TwoWayTransformer"]
+__all__ = [
+    "EfficientSam",
+    "ImageEncoderViT",
+    "MaskDecoder",
+    "ModelConfig",
+    "PromptEncoder",
+    "TwoWayTransformer",
+]

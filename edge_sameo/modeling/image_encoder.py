@@ -72,7 +72,7 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
     Bicubic, ``align_corners=False``, exactly as the original ``get_abs_pos``.
     """
     abs_pos = pos_embed[:, 1:]
-    size = int(round(abs_pos.shape[1] ** 0.5))
+    size = round(abs_pos.shape[1] ** 0.5)
     if size * size != abs_pos.shape[1]:
         raise ValueError(f"pos_embed has {abs_pos.shape[1]} patch slots, not a square number")
     abs_pos = abs_pos.reshape(1, size, size, -1)

@@ -39,7 +39,9 @@ class PositionEmbeddingRandom(nn.Module):
         x = (grid.cumsum(dim=1) - 0.5) / w
         return self._pe_encoding(torch.stack([x, y], dim=-1)).permute(2, 0, 1)
 
-    def forward_with_coords(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    def forward_with_coords(
+        self, coords: torch.Tensor, image_size: tuple[int, int]
+    ) -> torch.Tensor:
         """(B, T, 2) XY pixel coords in the model frame -> (B, T, C)."""
         scale = coords.new_tensor([1.0 / image_size[1], 1.0 / image_size[0]])
         return self._pe_encoding(coords * scale)
@@ -49,7 +51,10 @@ class PromptEncoder(nn.Module):
     """Embeds (B, T, 2) points with (B, T) labels into (B, T, embed_dim) tokens."""
 
     def __init__(
-        self, embed_dim: int, image_embedding_size: tuple[int, int], input_image_size: tuple[int, int]
+        self,
+        embed_dim: int,
+        image_embedding_size: tuple[int, int],
+        input_image_size: tuple[int, int],
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim

@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_sameo.cli import main
+from edge_sameo.io import write_image
+from edge_sameo.masks import decode_rle
+
+
+@pytest.fixture()
+def image_file(tmp_path: Path, rgb_image: np.ndarray) -> Path:
+    path = tmp_path / "img.png"
+    write_image(path, rgb_image)
+    return path
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_segment_writes_overlay_and_rle(
+    tmp_path: Path, image_file: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, js = tmp_path / "o" / "overlay.png", tmp_path / "masks.json"
+    rc = main(
+        [
+            "segment",
+            str(image_file),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--box",
+            "5,6,60,70",
+            "--box",
+            "120,90,20,10",
+            "--out",
+            str(out),
+            "--json",
+            str(js),
+        ]
+    )
+    assert rc == 0
+    overlay = cv2.imread(str(out))
+    assert overlay.shape == (96, 128, 3)
+    data = json.loads(js.read_text())
+    assert (data["height"], data["width"]) == (96, 128)
+    assert [m["box"] for m in data["masks"]] == [[5, 6, 60, 70], [20, 10, 120, 90]]
+    for m in data["masks"]:
+        mask = decode_rle(m["segmentation"])
+        assert mask.shape == (96, 128) and int(mask.sum()) == m["area"]
+    assert "box 1: score" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda a: a.__setitem__(1, "missing.png"), "image not found"),
+        (lambda a: a.__setitem__(3, "missing.pt"), "checkpoint not found"),
+        (lambda a: a.__setitem__(5, "1,2,3"), "--box expects x1,y1,x2,y2"),
+        (lambda a: a.__setitem__(5, "10,10,10,50"), "zero area"),
+        (lambda a: a.__setitem__(5, "nan,1,2,3"), "NaN"),
+        (lambda a: a.__setitem__(7, "overlay.gifx"), "unsupported extension"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    tmp_path: Path,
+    image_file: Path,
+    tiny_checkpoint: Path,
+    capsys: pytest.CaptureFixture[str],
+    mutate: object,
+    message: str,
+) -> None:
+    args = [
+        "segment",
+        str(image_file),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--box",
+        "5,6,60,70",
+        "--out",
+        str(tmp_path / "o.png"),
+    ]
+    mutate(args)  # type: ignore[operator]
+    with pytest.raises(SystemExit) if "--box expects" in message else _noop():
+        rc = main(args)
+        assert rc == 2
+    assert message in one_line_error(capsys)
+
+
+class _noop:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+
+def test_corrupt_image_and_checkpoint(
+    tmp_path: Path, image_file: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_img = tmp_path / "bad.png"
+    bad_img.write_bytes(b"\x89PNG not really")
+    rc = main(
+        [
+            "segment",
+            str(bad_img),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--box",
+            "1,1,9,9",
+            "--out",
+            str(tmp_path / "o.png"),
+        ]
+    )
+    assert rc == 2 and "cannot read image" in one_line_error(capsys)
+    bad_ckpt = tmp_path / "bad.pt"
+    bad_ckpt.write_bytes(b"garbage" * 100)
+    rc = main(
+        [
+            "segment",
+            str(image_file),
+            "--checkpoint",
+            str(bad_ckpt),
+            "--box",
+            "1,1,9,9",
+            "--out",
+            str(tmp_path / "o.png"),
+        ]
+    )
+    assert rc == 2 and "not a readable PyTorch checkpoint" in one_line_error(capsys)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_console_script_entry_point(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_sameo",
+            "segment",
+            str(tmp_path / "none.png"),
+            "--checkpoint",
+            "x.pt",
+            "--box",
+            "1,1,2,2",
+            "--out",
+            str(tmp_path / "o.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == f"edge-sameo segment: error: image not found: {tmp_path / 'none.png'}"
+    )
+
+
+@pytest.mark.slow
+def test_demo_runs_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "random" in out and "mean nothing" in out
+    data = json.loads((tmp_path / "demo_masks.json").read_text())
+    assert len(data["masks"]) == 3 and data["weights"] == "seeded-random"
+    assert (tmp_path / "demo_overlay.png").stat().st_size > 0

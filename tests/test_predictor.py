@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_sameo import AmodalPredictor
+from edge_sameo.errors import InputError
+from edge_sameo.modeling import EfficientSam
+
+
+@pytest.fixture()
+def predictor(tiny_model: EfficientSam, rgb_image: np.ndarray) -> AmodalPredictor:
+    p = AmodalPredictor(tiny_model)
+    p.set_image(rgb_image)
+    return p
+
+
+def test_result_shapes_and_types(predictor: AmodalPredictor) -> None:
+    r = predictor.predict(np.array([[5, 6, 60, 70], [20, 10, 120, 90]], np.float32))
+    lr = predictor.model.config.low_res_size
+    assert r.masks.shape == (2, 96, 128) and r.masks.dtype == bool
+    assert r.scores.shape == (2,) and r.scores.dtype == np.float32
+    assert r.low_res_logits.shape == (2, 3, lr, lr) and r.low_res_logits.dtype == np.float32
+    assert r.iou_predictions.shape == (2, 3)
+    np.testing.assert_array_equal(r.scores, r.iou_predictions.max(axis=1))
+    assert set(r.speed) == {"preprocess", "encoder", "decoder", "postprocess"}
+
+
+def test_best_mask_is_the_thresholded_best_candidate(predictor: AmodalPredictor) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    r = predictor.predict([[5, 6, 60, 70]])
+    best = int(r.iou_predictions[0].argmax())
+    up = F.interpolate(torch.from_numpy(r.low_res_logits), (96, 128), mode="bicubic")
+    np.testing.assert_array_equal(r.masks[0], (up[0, best] >= 0).numpy())
+
+
+def test_zero_boxes(predictor: AmodalPredictor) -> None:
+    r = predictor.predict(np.zeros((0, 4)))
+    assert len(r) == 0 and r.masks.shape == (0, 96, 128)
+    assert r.low_res_logits.shape[0] == 0 and r.iou_predictions.shape == (0, 3)
+    assert len(predictor.predict([])) == 0
+
+
+def test_reversed_corners_and_clipping(predictor: AmodalPredictor) -> None:
+    ordered = predictor.predict([[5, 6, 60, 70]])
+    reversed_ = predictor.predict([[60, 70, 5, 6]])
+    np.testing.assert_array_equal(ordered.masks, reversed_.masks)
+    clipped = predictor.predict([[-50, -20, 500, 400]])
+    np.testing.assert_array_equal(clipped.boxes, [[0, 0, 128, 96]])
+    np.testing.assert_array_equal(clipped.masks, predictor.predict([[0, 0, 128, 96]]).masks)
+
+
+@pytest.mark.parametrize(
+    "boxes, message",
+    [
+        ([[1, 2, 3, 4], [1, np.nan, 3, 4]], r"box 1 .* NaN or infinite"),
+        ([[1, 2, np.inf, 4]], r"box 0 .* NaN or infinite"),
+        ([[1, 2, 30, 40], [10, 10, 10, 50]], r"box 1 .* zero area"),
+        ([[200, 200, 300, 300]], r"box 0 .* zero area after clipping"),
+        ([[1, 2, 3]], r"shape \(N, 4\)"),
+    ],
+)
+def test_bad_boxes_name_the_row(predictor: AmodalPredictor, boxes: list, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        predictor.predict(boxes)
+
+
+def test_predict_before_set_image(tiny_model: EfficientSam) -> None:
+    with pytest.raises(InputError, match="set_image"):
+        AmodalPredictor(tiny_model).predict([[0, 0, 10, 10]])
+
+
+def test_image_conversions(tiny_model: EfficientSam, rgb_image: np.ndarray) -> None:
+    p = AmodalPredictor(tiny_model)
+    box = [[5, 6, 60, 70]]
+    gray = rgb_image[..., 0]
+    p.set_image(gray)
+    from_gray = p.predict(box).masks
+    p.set_image(np.repeat(gray[..., None], 3, axis=2))
+    np.testing.assert_array_equal(from_gray, p.predict(box).masks)
+
+    p.set_image(np.concatenate([rgb_image, np.full((96, 128, 1), 7, np.uint8)], axis=2))
+    from_rgba = p.predict(box).masks
+    p.set_image(rgb_image)
+    np.testing.assert_array_equal(from_rgba, p.predict(box).masks)
+
+    p.set_image(rgb_image.astype(np.uint16) * 257)
+    np.testing.assert_array_equal(p.predict(box).masks, from_rgba)
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((10, 10, 3), np.float32), "dtype float32.*scale float images"),
+        (np.zeros((10, 10, 2), np.uint8), "shape"),
+        (np.zeros((0, 10, 3), np.uint8), "empty"),
+        (np.zeros((2, 10, 10, 3), np.uint8), "shape"),
+    ],
+)
+def test_bad_images_rejected(tiny_model: EfficientSam, image: np.ndarray, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        AmodalPredictor(tiny_model).set_image(image)
