@@ -43,10 +43,12 @@ def get_config(name_or_config: str | ModelConfig) -> ModelConfig:
         ) from None
 
 
-def build_model(config: str | ModelConfig = "vitt") -> EfficientSam:
+def build_model(config: str | ModelConfig = "vitt", *, modal_decoder: bool = False) -> EfficientSam:
     """Build an EfficientSAM (randomly initialised) from a named or explicit config.
 
-    The ``state_dict`` keys, shapes and order equal the original checkpoint's.
+    The ``state_dict`` keys, shapes and order equal the original checkpoint's. With
+    ``modal_decoder`` a second decoder (``modal_decoder.*`` keys) is attached: the
+    original visible-mask decoder beside an amodal ``mask_decoder``.
     """
     cfg = get_config(config)
     encoder = ImageEncoderViT(
@@ -62,7 +64,14 @@ def build_model(config: str | ModelConfig = "vitt") -> EfficientSam:
     prompt_encoder = PromptEncoder(
         cfg.embed_dim, (cfg.grid_size, cfg.grid_size), (cfg.img_size, cfg.img_size)
     )
-    decoder = MaskDecoder(
+    model = EfficientSam(cfg, encoder, prompt_encoder, build_mask_decoder(cfg))
+    if modal_decoder:
+        model.modal_decoder = build_mask_decoder(cfg)
+    return model.eval()
+
+
+def build_mask_decoder(cfg: ModelConfig) -> MaskDecoder:
+    return MaskDecoder(
         transformer_dim=cfg.embed_dim,
         transformer=TwoWayTransformer(
             cfg.decoder_depth, cfg.embed_dim, cfg.decoder_heads, cfg.decoder_mlp_dim
@@ -72,4 +81,3 @@ def build_model(config: str | ModelConfig = "vitt") -> EfficientSam:
         iou_head_hidden_dim=cfg.iou_head_hidden_dim,
         upscaling_layer_dims=cfg.upscaling_dims,
     )
-    return EfficientSam(cfg, encoder, prompt_encoder, decoder).eval()

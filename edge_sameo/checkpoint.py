@@ -8,7 +8,8 @@ Formats read by :func:`load_model`:
 * **SAMEO decoder**: ``{"decoder": mask_decoder_state}``, optionally with
   ``"encoder"`` / ``"prompt_encoder"`` states and a ``"config"``, applied over a
   base EfficientSAM (``base=``: a checkpoint path, or a model). Keys may carry the
-  ``mask_decoder.`` / ``image_encoder.`` / ``prompt_encoder.`` prefix or not.
+  ``mask_decoder.`` / ``image_encoder.`` / ``prompt_encoder.`` prefix or not. The
+  base's own decoder is kept as ``modal_decoder`` (visible masks beside amodal ones).
 * **edge-sameo**: ``{"format": "edge-sameo", "version": 1, "config": {...},
   "state_dict": {...}, "meta": {...}}`` written by :func:`save_model`.
 
@@ -18,6 +19,7 @@ pickled code is refused and the code never runs.
 
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import pickle
@@ -152,7 +154,7 @@ def _resolve_base(base: str | Path | EfficientSam | None, source: str) -> Effici
             "pass base= (the original efficient_sam_vitt.pt / vits checkpoint)"
         )
     if isinstance(base, EfficientSam):
-        model = build_model(base.config)
+        model = build_model(base.config, modal_decoder=base.has_modal_decoder)
         model.load_state_dict(base.state_dict())
         return model
     return load_model(base)
@@ -175,6 +177,10 @@ def _load_sameo(
         _load_strict(model, state, source)
         return model
     model = _resolve_base(base, source)
+    if model.modal_decoder is None:
+        # The base's original decoder stays beside the SAMEO one as the modal
+        # (visible-mask) head: one embedding then yields visible and amodal masks.
+        model.modal_decoder = copy.deepcopy(model.mask_decoder)
     full = model.state_dict()
     for name, prefix in SAMEO_PARTS:
         if name in obj:
@@ -212,7 +218,7 @@ def model_from_object(
         state = obj.get("state_dict")
         if not _is_state_dict(state):
             raise CheckpointError(f"{source}: 'state_dict' is missing or not tensors")
-        model = build_model(cfg)
+        model = build_model(cfg, modal_decoder=any(k.startswith("modal_decoder.") for k in state))
         _load_strict(model, state, source)
         return model
     if "decoder" in obj:

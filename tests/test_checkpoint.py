@@ -46,6 +46,15 @@ def test_bare_state_dict_is_accepted(tmp_path: Path, tiny_model: EfficientSam) -
     assert same_weights(load_model(path), tiny_model)
 
 
+def test_dual_decoder_model_roundtrip(tmp_path: Path, tiny_model: EfficientSam) -> None:
+    dual = build_model("tiny", modal_decoder=True)
+    path = tmp_path / "dual.pt"
+    save_model(dual, path)
+    loaded = load_model(path)
+    assert loaded.has_modal_decoder and same_weights(loaded, dual)
+    assert not tiny_model.has_modal_decoder
+
+
 def test_edge_sameo_format_roundtrip(tmp_path: Path, tiny_model: EfficientSam) -> None:
     path = tmp_path / "own.pt"
     save_model(tiny_model, path, meta={"note": "test"})
@@ -62,9 +71,15 @@ def test_sameo_decoder_over_base(
     path = tmp_path / "sameo.pt"
     torch.save({"decoder": decoder_state(tuned, prefix)}, path)
     loaded = load_model(path, base=tiny_checkpoint)
+    assert loaded.has_modal_decoder
+    base_sd, tuned_sd = tiny_model.state_dict(), tuned.state_dict()
     for k, v in loaded.state_dict().items():
-        source = tuned if k.startswith("mask_decoder.") else tiny_model
-        assert torch.equal(v, source.state_dict()[k]), k
+        if k.startswith("modal_decoder."):
+            # the base's original decoder is kept as the modal head
+            assert torch.equal(v, base_sd[k.replace("modal_decoder.", "mask_decoder.", 1)]), k
+        else:
+            source = tuned_sd if k.startswith("mask_decoder.") else base_sd
+            assert torch.equal(v, source[k]), k
     # a model object works as base too
     assert same_weights(load_model(path, base=tiny_model), loaded)
 

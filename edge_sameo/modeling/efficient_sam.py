@@ -40,6 +40,10 @@ class EfficientSam(nn.Module):
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
         self.max_num_points = config.max_num_points
+        #: Optional second decoder reading the same embedding: the original (modal,
+        #: visible-mask) decoder kept beside a SAMEO (amodal) ``mask_decoder``. Absent
+        #: from the original checkpoints, so the default state_dict stays identical.
+        self.modal_decoder: MaskDecoder | None = None
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
 
@@ -67,17 +71,27 @@ class EfficientSam(nn.Module):
         ).expand(n, -1)
         return points, labels
 
+    @property
+    def has_modal_decoder(self) -> bool:
+        return self.modal_decoder is not None
+
     def decode_boxes(
-        self, image_embeddings: torch.Tensor, boxes: torch.Tensor, multimask_output: bool = True
+        self,
+        image_embeddings: torch.Tensor,
+        boxes: torch.Tensor,
+        multimask_output: bool = True,
+        decoder: str = "mask",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode N boxes against one image embedding in a single batched call.
 
         image_embeddings: (1, C, h, w); boxes: (N, 4) float32 XYXY in model-input
-        pixels (the S×S resized frame). Returns low-res logits (N, 3, 4h, 4w) and
-        IoU predictions (N, 3), candidates unsorted, as the original returns them.
+        pixels (the S×S resized frame); ``decoder``: ``"mask"`` (the main, amodal
+        with SAMEO weights) or ``"modal"``. Returns low-res logits (N, 3, 4h, 4w)
+        and IoU predictions (N, 3), candidates unsorted, as the original returns them.
         """
         points, labels = self.box_prompts(boxes)
         sparse = self.prompt_encoder(points, labels)
-        return self.mask_decoder(
-            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, multimask_output
-        )
+        head = self.mask_decoder if decoder == "mask" else self.modal_decoder
+        if head is None:
+            raise ValueError(f"this model has no {decoder!r} decoder")
+        return head(image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, multimask_output)
