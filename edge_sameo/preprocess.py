@@ -14,6 +14,18 @@ from numpy.typing import NDArray
 from edge_sameo.modeling.efficient_sam import PIXEL_MEAN, PIXEL_STD
 
 
+def resize_pixels(image: NDArray[np.uint8], img_size: int) -> NDArray[np.float32]:
+    """(H, W, 3) uint8 RGB -> (1, 3, S, S) float32 in [0, 1]: the encoder-graph input.
+
+    ``/255`` first, then a straight bilinear resize (half-pixel centres, no antialias)
+    on floats, exactly as the original; normalisation happens inside the graphs.
+    """
+    x = image_to_tensor(image)
+    if x.shape[-2:] != (img_size, img_size):
+        x = F.interpolate(x, (img_size, img_size), mode="bilinear", align_corners=False)
+    return np.ascontiguousarray(x.numpy())
+
+
 def image_to_tensor(image: NDArray[np.uint8], device: torch.device | str = "cpu") -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 in [0, 1]."""
     t = torch.from_numpy(np.ascontiguousarray(image)).to(device)

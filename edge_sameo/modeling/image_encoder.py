@@ -87,6 +87,8 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
 class ImageEncoderViT(nn.Module):
     """(B, 3, S, S) normalised image -> (B, neck_dim, S/p, S/p) embedding."""
 
+    _frozen_pos: torch.Tensor | None
+
     def __init__(
         self,
         *,
@@ -106,6 +108,8 @@ class ImageEncoderViT(nn.Module):
         num_positions = (pretrain_img_size // patch_size) ** 2 + 1
         self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, embed_dim))
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
+        # Non-persistent: never in the state_dict, but follows .to(device).
+        self.register_buffer("_frozen_pos", None, persistent=False)
         self.neck = nn.Sequential(
             nn.Conv2d(embed_dim, neck_dim, kernel_size=1, bias=False),
             LayerNorm2d(neck_dim),
@@ -115,7 +119,15 @@ class ImageEncoderViT(nn.Module):
 
     def abs_pos(self) -> torch.Tensor:
         """(1, grid, grid, C) positional embedding for the working resolution."""
+        if self._frozen_pos is not None:
+            return self._frozen_pos
         return resize_pos_embed(self.pos_embed, self.grid_size)
+
+    def freeze_pos_embed(self) -> None:
+        """Precompute the resized ``pos_embed`` as a constant (inference/export only:
+        the bicubic resize is not exportable to TensorRT and need not run every frame)."""
+        with torch.no_grad():
+            self._frozen_pos = resize_pos_embed(self.pos_embed, self.grid_size).detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (self.img_size, self.img_size):

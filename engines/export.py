@@ -1,0 +1,199 @@
+"""ONNX export of the encoder and the (dual) decoder.
+
+The graphs wrap the *real* submodules of a loaded model (no vendored copy) and rewrite
+only what TensorRT cannot take as is:
+
+* the bicubic ``pos_embed`` resize becomes a constant (TensorRT's Resize has no cubic);
+* attention uses the explicit form with Q scaled *before* Q·Kᵀ (fusable by TensorRT);
+* the decoder's dense positional encoding becomes a constant;
+* for opset < 17 ``LayerNormalization`` is decomposed (TensorRT 8.5 / JetPack 5).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_sameo.contract import (
+    DEFAULT_BOX_PROFILE,
+    DEFAULT_OPSET,
+    ExportContract,
+    GraphContract,
+    decoder_contract,
+    encoder_contract,
+)
+from edge_sameo.errors import InputError
+from edge_sameo.io import atomic_write_bytes
+from edge_sameo.modeling import EfficientSam
+from edge_sameo.modeling.efficient_sam import PIXEL_MEAN, PIXEL_STD
+from edge_sameo.modeling.image_encoder import Block
+
+MIN_OPSET = 13
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What ``edge-sameo export`` writes."""
+
+    out_dir: Path
+    opset: int = DEFAULT_OPSET
+    max_boxes: int = DEFAULT_BOX_PROFILE[2]
+    opt_boxes: int = DEFAULT_BOX_PROFILE[1]
+    #: Export the modal head too when the model has one.
+    dual: bool = True
+    check: bool = True
+
+    def __post_init__(self) -> None:
+        if not MIN_OPSET <= self.opset <= 21:
+            raise InputError(f"--opset must be in {MIN_OPSET}..21, got {self.opset}")
+        if self.max_boxes < 1:
+            raise InputError(f"--max-boxes must be >= 1, got {self.max_boxes}")
+
+    @property
+    def box_profile(self) -> tuple[int, int, int]:
+        return (1, min(self.opt_boxes, self.max_boxes), self.max_boxes)
+
+
+def inference_copy(model: EfficientSam) -> EfficientSam:
+    """A deep copy prepared for export: explicit attention and a constant pos_embed."""
+    m = copy.deepcopy(model).eval().float()
+    set_fused_attention(m, False)
+    m.image_encoder.freeze_pos_embed()
+    return m
+
+
+def set_fused_attention(model: EfficientSam, fused: bool) -> None:
+    """Switch the encoder between SDPA (fast in eager torch) and the explicit form."""
+    for blk in model.image_encoder.blocks:
+        assert isinstance(blk, Block)
+        blk.attn.fused = fused
+
+
+class EncoderGraph(nn.Module):
+    """pixels (1, 3, S, S) float32 in [0, 1] -> image_embeddings (1, C, S/p, S/p)."""
+
+    mean: torch.Tensor
+    inv_std: torch.Tensor
+
+    def __init__(self, model: EfficientSam) -> None:
+        super().__init__()
+        self.encoder = model.image_encoder
+        self.register_buffer("mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(PIXEL_STD).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.encoder((pixels - self.mean) * self.inv_std)
+
+
+class DecoderGraph(nn.Module):
+    """image_embeddings (1, C, h, w) + boxes (N, 4) -> logits (N, 3, L, L), IoU (N, 3)
+    for the main decoder, and the same for the modal decoder when ``modal``."""
+
+    def __init__(self, model: EfficientSam, modal: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.modal = modal
+        self.register_buffer("dense_pe", model.prompt_encoder.get_dense_pe().detach().clone())
+
+    def forward(
+        self, image_embeddings: torch.Tensor, boxes: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        points, labels = self.model.box_prompts(boxes)
+        sparse = self.model.prompt_encoder(points, labels)
+        heads = [self.model.mask_decoder]
+        if self.modal and self.model.modal_decoder is not None:
+            heads.append(self.model.modal_decoder)
+        outs: list[torch.Tensor] = []
+        for head in heads:
+            logits, iou = head(image_embeddings, self.dense_pe, sparse, True)
+            outs += [logits, iou]
+        return tuple(outs)
+
+
+def _export(
+    module: nn.Module, args: tuple[torch.Tensor, ...], contract: GraphContract, opset: int
+) -> bytes:
+    buf = io.BytesIO()
+    target: Any = buf  # torch accepts file objects; its annotation says paths only
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated upstream but is the one that honours
+        # low opsets (LayerNorm decomposed for TensorRT 8.5) and plain dynamic_axes.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            target,
+            dynamo=False,
+            opset_version=opset,
+            input_names=contract.input_names,
+            output_names=contract.output_names,
+            dynamic_axes=contract.dynamic_axes() or None,
+            do_constant_folding=True,
+        )
+    return buf.getvalue()
+
+
+def export_onnx(model: EfficientSam, cfg: ExportConfig) -> ExportContract:
+    """Write ``encoder.onnx``, ``decoder.onnx`` and ``contract.json`` into ``cfg.out_dir``.
+
+    With ``cfg.check`` every graph is run on ONNX Runtime against PyTorch and its
+    operators are checked against the TensorRT parser tables (see ``engines.checks``).
+    """
+    m = inference_copy(model)
+    mc = m.config
+    modal = cfg.dual and m.has_modal_decoder
+    enc_c = encoder_contract(mc)
+    dec_c = decoder_contract(mc, modal=modal, box_profile=cfg.box_profile)
+    pixels = torch.rand(
+        enc_c.input(enc_c.input_names[0]).concrete(), generator=torch.Generator().manual_seed(0)
+    )
+    encoder = EncoderGraph(m)
+    with torch.no_grad():
+        emb = encoder(pixels)
+    # Three boxes (not one) as the example: the traced graph must not specialise N == 1.
+    boxes = (
+        torch.tensor([[0.1, 0.1, 0.6, 0.5], [0.3, 0.2, 0.9, 0.95], [0.05, 0.5, 0.4, 0.9]])
+        * mc.img_size
+    )
+    files = {
+        enc_c.file: _export(encoder, (pixels,), enc_c, cfg.opset),
+        dec_c.file: _export(DecoderGraph(m, modal), (emb, boxes), dec_c, cfg.opset),
+    }
+    out = Path(cfg.out_dir)
+    for name, data in files.items():
+        atomic_write_bytes(out / name, data)
+    contract = ExportContract(
+        model=mc,
+        encoder=enc_c,
+        decoder=dec_c,
+        opset=cfg.opset,
+        sha256={name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+    )
+    contract.write(out)
+    if cfg.check:
+        from engines.checks import check_export
+
+        check_export(out, model)
+    return contract
+
+
+def reference_inputs(
+    contract: ExportContract, seed: int = 0, num_boxes: int = 4
+) -> dict[str, np.ndarray]:
+    """Deterministic pixels and boxes for graph checks (boxes in the S×S frame)."""
+    rng = np.random.default_rng(seed)
+    s = contract.model.img_size
+    pixels = rng.random((1, 3, s, s), dtype=np.float32)
+    xy = rng.uniform(0, s * 0.6, (num_boxes, 2))
+    wh = rng.uniform(s * 0.1, s * 0.4, (num_boxes, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    return {"pixels": pixels, "boxes": boxes}
