@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from edge_sameo.backends.base import Backend
 from edge_sameo.boxes import validate_boxes
 from edge_sameo.errors import InputError
 from edge_sameo.io import to_rgb_uint8
 from edge_sameo.modeling import EfficientSam
-from edge_sameo.preprocess import boxes_to_model_frame, preprocess, upscale_logits
+from edge_sameo.preprocess import resize_pixels, upscale_logits
 
 
 @dataclass(frozen=True)
@@ -22,11 +24,14 @@ class Prediction:
     """Masks for N boxes of one image (H×W).
 
     masks: (N, H, W) bool — per box the candidate with the highest predicted IoU,
-        upsampled bicubically from the low-res logits and thresholded at logit >= 0.
+        upsampled bicubically from the low-res logits and thresholded at logit >= 0
+        (amodal with SAMEO decoder weights).
     scores: (N,) float32 — predicted IoU of the chosen mask.
     low_res_logits: (N, 3, L, L) float32 — all candidates, unsorted (L = 256 at 1024 px).
     iou_predictions: (N, 3) float32.
     boxes: (N, 4) float32 XYXY in image pixels — the prompts after clipping/reordering.
+    visible_masks / visible_scores: (N, H, W) bool / (N,) float32 from the modal
+        decoder when the model has one (``None`` otherwise).
     speed: milliseconds per stage (``preprocess``, ``encoder`` from ``set_image``;
         ``decoder``, ``postprocess`` from ``predict``).
     """
@@ -36,6 +41,8 @@ class Prediction:
     low_res_logits: NDArray[np.float32]
     iou_predictions: NDArray[np.float32]
     boxes: NDArray[np.float32]
+    visible_masks: NDArray[np.bool_] | None = None
+    visible_scores: NDArray[np.float32] | None = None
     speed: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -48,44 +55,81 @@ class Prediction:
         return len(self.boxes)
 
 
+def best_masks(
+    logits: NDArray[np.float32], iou: NDArray[np.float32], image_hw: tuple[int, int]
+) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
+    """(N, 3, L, L) logits + (N, 3) IoU -> (N, H, W) best masks and their (N,) scores.
+
+    Only the chosen candidate is upsampled: interpolation is per channel, so this
+    equals upsampling all three and picking afterwards, at a third of the cost.
+    """
+    rows = np.arange(len(iou))
+    best = iou.argmax(axis=1)
+    chosen = torch.from_numpy(np.ascontiguousarray(logits[rows, best][:, None]))
+    masks = (upscale_logits(chosen, image_hw)[:, 0] >= 0).numpy()
+    return masks, iou[rows, best].astype(np.float32)
+
+
 class AmodalPredictor:
     """Box-prompted (amodal with SAMEO decoder weights) segmentation of one image at a time.
+
+    ``model_or_artifacts``: a model, a checkpoint path, an export folder, or a ready
+    :class:`Backend`. ``backend``: ``torch``, ``onnxruntime``, ``openvino``,
+    ``tensorrt`` or ``auto`` (the fastest available; :attr:`backend` says which).
+    The default is ``torch`` for a model or checkpoint (the original numerics, on
+    ``device``) and ``auto`` for an export folder.
 
     >>> predictor = AmodalPredictor(load_model("efficient_sam_vitt.pt"))
     >>> predictor.set_image(rgb)                 # (H, W, 3) uint8 RGB, encoder runs once
     >>> result = predictor.predict([[x1, y1, x2, y2]])
     """
 
-    def __init__(self, model: EfficientSam, device: str | torch.device = "cpu") -> None:
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self._embedding: torch.Tensor | None = None
+    def __init__(
+        self,
+        model_or_artifacts: EfficientSam | Backend | str | Path,
+        backend: str | None = None,
+        precision: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if isinstance(model_or_artifacts, Backend):
+            self.backend = model_or_artifacts
+        else:
+            from edge_sameo.backends.registry import create_backend
+            from edge_sameo.contract import CONTRACT_FILE
+
+            is_export = (
+                isinstance(model_or_artifacts, (str, Path))
+                and (Path(model_or_artifacts) / CONTRACT_FILE).is_file()
+            )
+            name = backend or ("auto" if is_export else "torch")
+            options: dict[str, Any] = {"device": device} if name == "torch" and device else {}
+            self.backend = create_backend(model_or_artifacts, name, precision, **options)
+        self._embedding: NDArray[np.float32] | None = None
         self._image_hw: tuple[int, int] | None = None
         self._speed: dict[str, float] = {}
 
     @property
     def img_size(self) -> int:
-        return self.model.img_size
+        return self.backend.img_size
 
     @property
     def is_image_set(self) -> bool:
         return self._embedding is not None
 
     @property
-    def image_embedding(self) -> torch.Tensor:
+    def image_embedding(self) -> NDArray[np.float32]:
         """(1, C, h, w) float32 embedding of the current image."""
         if self._embedding is None:
             raise InputError("no image set: call set_image(image) before predict(boxes)")
         return self._embedding
 
-    @torch.inference_mode()
     def set_image(self, image: NDArray[Any]) -> None:
         """Encode an (H, W, 3) uint8 RGB image (gray, RGBA and 16-bit are converted)."""
         rgb = to_rgb_uint8(image)
         t0 = time.perf_counter()
-        x = preprocess(rgb, self.img_size, self.device)
+        pixels = resize_pixels(rgb, self.img_size)
         t1 = time.perf_counter()
-        self._embedding = self.model.encode(x)
+        self._embedding = self.backend.encode(pixels)
         t2 = time.perf_counter()
         self._image_hw = (rgb.shape[0], rgb.shape[1])
         self._speed = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3}
@@ -95,7 +139,6 @@ class AmodalPredictor:
         self._image_hw = None
         self._speed = {}
 
-    @torch.inference_mode()
     def predict(self, boxes: Any) -> Prediction:
         """Decode all boxes of the current image in one batched call.
 
@@ -107,8 +150,9 @@ class AmodalPredictor:
         assert self._image_hw is not None
         h, w = self._image_hw
         clean = validate_boxes(boxes, (h, w))
-        n = len(clean)
-        lr = self.model.config.low_res_size
+        n, s = len(clean), self.img_size
+        lr = self.backend.contract.model.low_res_size
+        modal = self.backend.has_modal
         speed = dict(self._speed)
         if n == 0:
             return Prediction(
@@ -117,27 +161,29 @@ class AmodalPredictor:
                 low_res_logits=np.zeros((0, 3, lr, lr), np.float32),
                 iou_predictions=np.zeros((0, 3), np.float32),
                 boxes=clean,
+                visible_masks=np.zeros((0, h, w), bool) if modal else None,
+                visible_scores=np.zeros(0, np.float32) if modal else None,
                 speed={**speed, "decoder": 0.0, "postprocess": 0.0},
             )
         t0 = time.perf_counter()
-        model_boxes = boxes_to_model_frame(
-            torch.from_numpy(clean).to(self.device), (h, w), self.img_size
-        )
-        logits, iou = self.model.decode_boxes(embedding, model_boxes)
+        scale = np.array([s / w, s / h, s / w, s / h], np.float32)
+        out = self.backend.decode(embedding, clean * scale)
         t1 = time.perf_counter()
-        best = iou.argmax(dim=1)
-        rows = torch.arange(n, device=logits.device)
-        # Only the chosen candidate is upsampled: interpolation is per channel, so the
-        # result equals upsampling all three and picking afterwards.
-        masks = upscale_logits(logits[rows, best][:, None], (h, w))[:, 0] >= 0
-        result = Prediction(
-            masks=masks.cpu().numpy(),
-            scores=iou[rows, best].float().cpu().numpy(),
-            low_res_logits=logits.float().cpu().numpy(),
-            iou_predictions=iou.float().cpu().numpy(),
-            boxes=clean,
-            speed=speed,
-        )
+        masks, scores = best_masks(out.low_res_logits, out.iou_predictions, (h, w))
+        visible = visible_scores = None
+        if out.modal_low_res_logits is not None and out.modal_iou_predictions is not None:
+            visible, visible_scores = best_masks(
+                out.modal_low_res_logits, out.modal_iou_predictions, (h, w)
+            )
         t2 = time.perf_counter()
         speed.update(decoder=(t1 - t0) * 1e3, postprocess=(t2 - t1) * 1e3)
-        return result
+        return Prediction(
+            masks=masks,
+            scores=scores,
+            low_res_logits=out.low_res_logits,
+            iou_predictions=out.iou_predictions,
+            boxes=clean,
+            visible_masks=visible,
+            visible_scores=visible_scores,
+            speed=speed,
+        )

@@ -17,7 +17,7 @@ def predictor(tiny_model: EfficientSam, rgb_image: np.ndarray) -> AmodalPredicto
 
 def test_result_shapes_and_types(predictor: AmodalPredictor) -> None:
     r = predictor.predict(np.array([[5, 6, 60, 70], [20, 10, 120, 90]], np.float32))
-    lr = predictor.model.config.low_res_size
+    lr = predictor.backend.contract.model.low_res_size
     assert r.masks.shape == (2, 96, 128) and r.masks.dtype == bool
     assert r.scores.shape == (2,) and r.scores.dtype == np.float32
     assert r.low_res_logits.shape == (2, 3, lr, lr) and r.low_res_logits.dtype == np.float32

@@ -1,0 +1,53 @@
+"""ONNX Runtime: CPU (and CUDA when onnxruntime-gpu is installed) from exported graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_sameo.backends.base import Backend, DecoderOutput
+from edge_sameo.backends.onnx_common import precision_file, read_contract
+from edge_sameo.contract import BOXES, IMAGE_EMBEDDINGS, PIXELS
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+
+    def __init__(
+        self, export_dir: str | Path, precision: str = "fp32", threads: int | None = None
+    ) -> None:
+        import onnxruntime as ort
+
+        directory, contract = read_contract(export_dir)
+        super().__init__(contract, precision)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+        def session(graph_file: str) -> Any:
+            path = precision_file(directory, graph_file, precision)
+            return ort.InferenceSession(str(path), opts, providers=providers)
+
+        self._encoder = session(contract.encoder.file)
+        self._decoder = session(contract.decoder.file)
+        self._decoder_outputs = contract.decoder.output_names
+        self.providers = self._encoder.get_providers()
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.precision} ({self.providers[0]})"
+
+    def encode(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        (emb,) = self._encoder.run(None, {PIXELS: pixels})
+        return np.asarray(emb, np.float32)
+
+    def _decode(self, embedding: NDArray[np.float32], boxes: NDArray[np.float32]) -> DecoderOutput:
+        outs = self._decoder.run(None, {IMAGE_EMBEDDINGS: embedding, BOXES: boxes})
+        return DecoderOutput(*(np.asarray(o, np.float32) for o in outs))

@@ -1,0 +1,48 @@
+"""``edge-sameo bench``: per-stage latency, throughput, memory and mask agreement per runtime."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark every available runtime against the original-code baseline",
+        description="Per stage (preprocess, encoder, decoder for N boxes, postprocess) and per "
+        "runtime × precision: p50/p95 latency, throughput, peak memory and mask agreement with "
+        "torch eager fp32 (the original code's computation), which always runs first.",
+    )
+    p.add_argument("--model", default="vitt", help="checkpoint or config name (seeded weights)")
+    p.add_argument("--onnx", type=Path, help="export folder to use (default: export the model)")
+    p.add_argument("--image", type=Path, help="input image (default: the 640×480 reference image)")
+    p.add_argument("--boxes", default="1,4,16", help="box counts (default 1,4,16)")
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--only", nargs="*", help="runtimes to include (substring match)")
+    p.add_argument("--out-dir", type=Path, default=Path("out/bench"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_sameo.bench import BenchConfig, markdown_table, run_bench, write_report
+    from edge_sameo.commands.export import load_model_arg
+    from edge_sameo.errors import InputError
+    from edge_sameo.io import read_image
+    from edge_sameo.seeded import reference_image
+
+    try:
+        counts = tuple(int(x) for x in args.boxes.split(","))
+        cfg = BenchConfig(box_counts=counts, iters=args.iters, warmup=args.warmup)
+    except ValueError as exc:
+        raise InputError(f"bad --boxes/--iters/--warmup: {exc}") from None
+    model, label = load_model_arg(args.model, None)
+    image = read_image(args.image) if args.image else reference_image(480, 640, seed=0)
+    print(f"model: {label}; image {image.shape[1]}x{image.shape[0]}")
+    report = run_bench(model, image, cfg, args.onnx, args.only)
+    paths = write_report(report, args.out_dir)
+    print(markdown_table(report))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
