@@ -202,6 +202,12 @@ def candidate_runtimes(
         for p in ("fp32", "bf16", "int8"):
             if p != "int8" or (directory / "encoder.int8.onnx").is_file():
                 runs.append((f"openvino {p}", onnx_factory(OpenVINOBackend, p)))
+        runs.append(
+            (
+                "openvino bf16 enc + fp32 dec",
+                lambda: OpenVINOBackend(directory, "bf16", decoder_precision="fp32"),
+            )
+        )
     if is_available("tensorrt"):
         from edge_sameo.backends.registry import backend_class
 

@@ -58,3 +58,13 @@ def rgb_image() -> np.ndarray:
     from edge_sameo.seeded import reference_image
 
     return reference_image(96, 128, seed=3)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exports made on the fly go to a temporary cache, never the user's home."""
+    monkeypatch.setenv("EDGE_SAMEO_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.setenv("YOLO_AUTOINSTALL", "False")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from edge_sameo.backends.base import Backend, DecoderOutput
 from edge_sameo.backends.onnx_common import precision_file, read_contract
 from edge_sameo.contract import BOXES, IMAGE_EMBEDDINGS, PIXELS
-from edge_sameo.errors import require
+from edge_sameo.errors import InputError, require
 
 #: Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT.
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
@@ -29,22 +29,38 @@ class OpenVINOBackend(Backend):
     precisions: ClassVar[tuple[str, ...]] = ("bf16", "fp32", "fp16", "int8")
 
     def __init__(
-        self, export_dir: str | Path, precision: str = "bf16", threads: int | None = None
+        self,
+        export_dir: str | Path,
+        precision: str = "bf16",
+        threads: int | None = None,
+        decoder_precision: str | None = None,
     ) -> None:
+        """``decoder_precision`` overrides ``precision`` for the decoder alone (e.g. a bf16
+        encoder with an fp32 decoder: the CPU plugin has no per-layer precision control)."""
         ov = require("openvino", "openvino")
         directory, contract = read_contract(export_dir)
         super().__init__(contract, precision)
+        self.decoder_precision = decoder_precision or precision
+        if self.decoder_precision not in self.precisions:
+            raise InputError(f"openvino decoder precision {self.decoder_precision!r} unknown")
         core = ov.Core()  # type: ignore[attr-defined]
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": HINTS[precision]}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = str(threads)
-        # int8 runs the Q/DQ graph: OpenVINO executes its quantised ops in int8 kernels.
-        graph_precision = "int8" if precision == "int8" else "fp32"
-        enc_path = precision_file(directory, contract.encoder.file, graph_precision)
-        dec_path = precision_file(directory, contract.decoder.file, graph_precision)
-        self._encoder = core.compile_model(str(enc_path), "CPU", config).create_infer_request()
-        self._decoder = core.compile_model(str(dec_path), "CPU", config).create_infer_request()
+
+        def compile_graph(graph_file: str, p: str) -> Any:
+            config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": HINTS[p]}
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = str(threads)
+            # int8 runs the Q/DQ graph: OpenVINO executes its quantised ops in int8 kernels.
+            path = precision_file(directory, graph_file, "int8" if p == "int8" else "fp32")
+            return core.compile_model(str(path), "CPU", config).create_infer_request()
+
+        self._encoder = compile_graph(contract.encoder.file, precision)
+        self._decoder = compile_graph(contract.decoder.file, self.decoder_precision)
         self._decoder_outputs = contract.decoder.output_names
+
+    def describe(self) -> str:
+        if self.decoder_precision == self.precision:
+            return f"openvino {self.precision}"
+        return f"openvino {self.precision} encoder, {self.decoder_precision} decoder"
 
     def encode(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         self._encoder.infer({PIXELS: pixels})

@@ -108,7 +108,8 @@ class TwoWayTransformer(nn.Module):
     def forward(
         self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embedding, image_pe: (B, C, h, w); point_embedding: (B, T, C).
+        """image_embedding: (B or 1, C, h, w); image_pe: (1, C, h, w); point_embedding:
+        (B, T, C). A batch-1 image broadcasts against the B prompts (see MaskDecoder).
 
         Returns the processed tokens (B, T, C) and image keys (B, h*w, C).
         """

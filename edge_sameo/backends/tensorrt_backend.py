@@ -1,0 +1,289 @@
+"""TensorRT runtime: an encoder engine and a decoder engine built (or reused) from an export.
+
+Engines come from :func:`engines.tensorrt_build.build_engines` (engine cache beside the
+graphs). Each engine is wrapped by :class:`TensorRTInfer` (NVIDIA samples' pattern):
+I/O bound by tensor *name* from the contract, device buffers allocated once (the decoder
+at its profile's max boxes, so :attr:`max_boxes` makes the base class chunk), the box
+axis set with ``set_input_shape`` per call, ``execute_async_v3`` on one stream. The
+static encoder is captured into a CUDA graph and replayed (falls back to plain enqueue
+when capture fails). The embedding stays on the GPU between ``encode`` and ``decode``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_sameo.backends.base import Backend, DecoderOutput
+from edge_sameo.backends.cuda_memory import CudaStream, DeviceArray
+from edge_sameo.contract import BOXES, IMAGE_EMBEDDINGS, PIXELS, ExportContract, GraphContract
+from edge_sameo.errors import EdgeSameoError, InputError
+
+if TYPE_CHECKING:
+    from engines.tensorrt_build import BuildConfig
+
+
+class EngineLoadError(EdgeSameoError):
+    """A serialized engine could not be deserialized or does not match the contract."""
+
+
+class TensorRTInfer:
+    """One engine: bindings by tensor name, buffers allocated once, one stream.
+
+    Inputs/outputs are those of ``graph`` (the contract); their dtypes are the engine's
+    (float32 I/O for our graphs, whatever the internal precision).
+    """
+
+    def __init__(
+        self,
+        trt_module: ModuleType,
+        engine: Any,  # tensorrt.ICudaEngine (the stubs are unreadable by mypy)
+        graph: GraphContract,
+        cuda: CudaStream,
+    ) -> None:
+        self.graph = graph
+        self.engine = engine
+        self.cuda = cuda
+        self.context: Any = engine.create_execution_context()
+        self._check_io(trt_module)
+        self.dtypes = {
+            n: np.dtype(trt_module.nptype(engine.get_tensor_dtype(n)))
+            for n in graph.input_names + graph.output_names
+        }
+        self.limits: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        for spec in graph.inputs:
+            if spec.dynamic_axes:
+                lo, _, hi = engine.get_tensor_profile_shape(spec.name, 0)
+                self.limits[spec.name] = (tuple(lo), tuple(hi))
+                self.context.set_input_shape(spec.name, tuple(hi))
+        shapes = {
+            n: tuple(self.context.get_tensor_shape(n))
+            for n in graph.input_names + graph.output_names
+        }
+        self.buffers: dict[str, DeviceArray] = {}
+        self.host: dict[str, NDArray[Any]] = {}
+        for name, shape in shapes.items():
+            self.buffers[name] = cuda.empty(math.prod(shape) * self.dtypes[name].itemsize)
+            self.context.set_tensor_address(name, self.buffers[name].ptr)
+        for name in graph.output_names:
+            self.host[name] = cuda.pinned(shapes[name], self.dtypes[name])
+        self._shapes: dict[str, tuple[int, ...]] = {n: shapes[n] for n in graph.input_names}
+        self._replay: Any = None
+
+    def _check_io(self, trt_module: ModuleType) -> None:
+        mode = trt_module.TensorIOMode
+        names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
+        want = set(self.graph.input_names) | set(self.graph.output_names)
+        wrong = [n for n in self.graph.input_names if self.engine.get_tensor_mode(n) != mode.INPUT]
+        wrong += [
+            n for n in self.graph.output_names if self.engine.get_tensor_mode(n) != mode.OUTPUT
+        ]
+        if names != want or wrong:
+            raise EngineLoadError(
+                f"{self.graph.name} engine I/O {sorted(names)} does not match the contract "
+                f"(inputs {self.graph.input_names}, outputs {self.graph.output_names})"
+            )
+
+    @property
+    def max_rows(self) -> int | None:
+        """Largest size of the dynamic axis (the decoder's box profile max)."""
+        if not self.limits:
+            return None
+        return min(hi[0] for _, hi in self.limits.values())
+
+    def _shape_ok(self, name: str, shape: tuple[int, ...]) -> bool:
+        if name in self.limits:
+            lo, hi = self.limits[name]
+            if len(shape) != len(hi):
+                return False
+            return all(a <= s <= b for a, s, b in zip(lo, shape, hi, strict=True))
+        return shape == self._shapes[name]
+
+    def set_input(self, name: str, value: NDArray[Any]) -> None:
+        """Copy one input to its device buffer (and set its shape when dynamic)."""
+        arr = np.ascontiguousarray(value, dtype=self.dtypes[name])
+        if not self._shape_ok(name, arr.shape):
+            want = self.limits.get(name, (self._shapes[name],) * 2)
+            raise InputError(
+                f"{self.graph.name} input {name!r}: shape {arr.shape}, engine takes "
+                + (f"{want[0]}" if want[0] == want[1] else f"{want[0]} .. {want[1]}")
+            )
+        self.link(name, self.buffers[name])
+        if name in self.limits and arr.shape != self._shapes[name]:
+            if not self.context.set_input_shape(name, arr.shape):
+                raise EngineLoadError(f"TensorRT refused shape {arr.shape} for {name!r}")
+            self._shapes[name] = arr.shape
+        self.cuda.htod(self.buffers[name], arr)
+
+    def link(self, name: str, buffer: DeviceArray) -> None:
+        """Read input ``name`` from ``buffer`` (another engine's output) without a copy."""
+        self.context.set_tensor_address(name, buffer.ptr)
+
+    def enqueue(self) -> None:
+        if self._replay is not None:
+            self._replay()
+        elif not self.context.execute_async_v3(self.cuda.handle):
+            raise EdgeSameoError(f"TensorRT execution of the {self.graph.name} engine failed")
+
+    def fetch(self, names: list[str] | None = None) -> dict[str, NDArray[np.float32]]:
+        """Copy outputs back (only the rows in use), wait, return float32 copies."""
+        names = names if names is not None else self.graph.output_names
+        shapes = {n: tuple(self.context.get_tensor_shape(n)) for n in names}
+        for n in names:
+            nbytes = math.prod(shapes[n]) * self.dtypes[n].itemsize
+            self.cuda.dtoh(self.host[n], self.buffers[n], nbytes)
+        self.cuda.synchronize()
+        out = {}
+        for n in names:
+            flat = self.host[n].reshape(-1)[: math.prod(shapes[n])]
+            out[n] = flat.reshape(shapes[n]).astype(np.float32, copy=True)
+        return out
+
+    def run(self, feeds: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[np.float32]]:
+        for name in self.graph.input_names:
+            self.set_input(name, feeds[name])
+        self.enqueue()
+        return self.fetch()
+
+    def capture_graph(self) -> str | None:
+        """Capture the (static-shape) enqueue into a CUDA graph; the reason when not."""
+        if self.limits:
+            return "dynamic shapes"
+        try:
+            # One enqueue first: TensorRT does lazy initialisation that must not be captured.
+            self.enqueue()
+            self.cuda.synchronize()
+
+            def launch() -> None:
+                if not self.context.execute_async_v3(self.cuda.handle):
+                    raise EdgeSameoError("enqueue failed during CUDA graph capture")
+
+            self._replay = self.cuda.capture(launch)
+        except Exception as exc:  # capture is an optimisation: any failure -> plain enqueue
+            self._replay = None
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+
+class TensorRTBackend(Backend):
+    """TensorRT engines from an export folder (``encoder.onnx`` + ``decoder.onnx`` +
+    ``contract.json``; ``encoder.fp16.onnx``/``.int8.onnx`` where ``calib`` wrote them).
+
+    ``export_dir``: the export folder; ``engine_dir``: where engines are cached (default:
+    the export folder); ``cuda_graph``: replay the encoder from a CUDA graph; the other
+    keywords are :class:`~engines.tensorrt_build.BuildConfig` fields.
+    """
+
+    name = "tensorrt"
+    precisions: ClassVar[tuple[str, ...]] = ("fp16", "fp32", "int8")
+
+    def __init__(
+        self,
+        export_dir: str | Path,
+        precision: str = "fp16",
+        *,
+        engine_dir: str | Path | None = None,
+        cuda_graph: bool = True,
+        **build_options: Any,
+    ) -> None:
+        from engines.tensorrt_build import BuildConfig
+
+        cfg = BuildConfig(
+            onnx_dir=Path(export_dir),
+            precision=precision,
+            out_dir=Path(engine_dir) if engine_dir is not None else None,
+            **build_options,
+        )
+        self._open(cfg, cuda_graph)
+
+    @classmethod
+    def from_config(cls, cfg: BuildConfig, *, cuda_graph: bool = True) -> TensorRTBackend:
+        """A backend for the engines ``cfg`` describes (``cfg.graphs`` is ignored: both)."""
+        self = cls.__new__(cls)
+        self._open(cfg, cuda_graph)
+        return self
+
+    def _open(self, cfg: BuildConfig, cuda_graph: bool) -> None:
+        from dataclasses import replace
+
+        from edge_sameo.backends.cuda_memory import open_cuda_stream
+        from engines.engine_cache import EngineCache
+        from engines.tensorrt_build import build_engines, engine_name, load_tensorrt
+
+        if cfg.precision not in self.precisions:
+            raise InputError(
+                f"backend 'tensorrt' supports precision {', '.join(self.precisions)}, "
+                f"not {cfg.precision!r}"
+            )
+        trt_module = load_tensorrt()
+        self._cuda = open_cuda_stream()
+        contract = ExportContract.read(cfg.onnx_dir)
+        super().__init__(contract, cfg.precision)
+        cfg = replace(cfg, graphs="both")
+        built = {b.graph: b for b in build_engines(cfg, trt_module=trt_module, cuda=self._cuda)}
+        self.engines = {g: b.path for g, b in built.items()}
+        self.trt_version = str(trt_module.__version__)
+        self._logger = trt_module.Logger(trt_module.Logger.WARNING)
+        self._runtime = trt_module.Runtime(self._logger)
+        cache = EngineCache(cfg.engine_dir)
+        infers = {}
+        for graph in (contract.encoder, contract.decoder):
+            engine = self._runtime.deserialize_cuda_engine(built[graph.name].path.read_bytes())
+            if engine is None:
+                # A matching sidecar but an engine this TensorRT rejects: forget it, so the
+                # next start rebuilds instead of failing again.
+                cache.invalidate(engine_name(graph.name, cfg.precision))
+                raise EngineLoadError(
+                    f"TensorRT {self.trt_version} cannot load {built[graph.name].path}; "
+                    "it was dropped from the engine cache, run again to rebuild"
+                )
+            infers[graph.name] = TensorRTInfer(trt_module, engine, graph, self._cuda)
+        self._encoder, self._decoder = infers["encoder"], infers["decoder"]
+        self.max_boxes = self._decoder.max_rows
+        self.cuda_graph: str = "off"
+        if cuda_graph:
+            failure = self._encoder.capture_graph()
+            self.cuda_graph = "on" if failure is None else f"off ({failure})"
+        self._shared = (
+            self._encoder.dtypes[IMAGE_EMBEDDINGS] == self._decoder.dtypes[IMAGE_EMBEDDINGS]
+        )
+        self._last_embedding: NDArray[np.float32] | None = None
+
+    def describe(self) -> str:
+        return (
+            f"tensorrt {self.precision} (TensorRT {self.trt_version}, "
+            f"{self._cuda.device_name()}, CUDA graph {self.cuda_graph})"
+        )
+
+    def encode(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        """The returned embedding is read-only: decoding *that* array reuses the copy
+        still on the GPU (identity check), which is only safe if nobody mutates it."""
+        emb = self._encoder.run({PIXELS: pixels})[IMAGE_EMBEDDINGS]
+        emb.flags.writeable = False
+        self._last_embedding = emb
+        return emb
+
+    def _decode(self, embedding: NDArray[np.float32], boxes: NDArray[np.float32]) -> DecoderOutput:
+        dec = self._decoder
+        if self._shared and embedding is self._last_embedding:
+            dec.link(IMAGE_EMBEDDINGS, self._encoder.buffers[IMAGE_EMBEDDINGS])
+        else:
+            dec.set_input(IMAGE_EMBEDDINGS, embedding)
+        dec.set_input(BOXES, boxes)
+        dec.enqueue()
+        out = dec.fetch()
+        return DecoderOutput(*(out[n] for n in self.contract.decoder.output_names))
+
+    def close(self) -> None:
+        for name in ("_encoder", "_decoder", "_runtime"):
+            if hasattr(self, name):
+                delattr(self, name)
+        if hasattr(self, "_cuda"):
+            self._cuda.synchronize()
+            self._cuda.close()

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_sameo import AmodalPredictor, build_model
+from edge_sameo.backends.base import Backend, DecoderOutput
+from edge_sameo.backends.registry import auto_choice, create_backend, export_dir_for
+from edge_sameo.backends.torch_backend import TorchBackend
+from edge_sameo.errors import InputError, MissingDependencyError
+from edge_sameo.modeling import EfficientSam
+from edge_sameo.preprocess import resize_pixels
+from edge_sameo.seeded import manifest_of, reference_image, seeded_state_dict
+from engines.export import ExportConfig, export_onnx
+
+HAS_OV = importlib.util.find_spec("openvino") is not None
+
+
+def dual_tiny() -> EfficientSam:
+    model = build_model("tiny", modal_decoder=True)
+    model.load_state_dict(seeded_state_dict(manifest_of(model.state_dict()), seed=2))
+    return model
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("exp")
+    export_onnx(dual_tiny(), ExportConfig(out_dir=out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def inputs() -> tuple[np.ndarray, np.ndarray]:
+    pixels = resize_pixels(reference_image(96, 128, seed=4), 128)
+    boxes = np.array([[5, 6, 60, 70], [20, 10, 120, 90], [0, 0, 128, 128]], np.float32)
+    return pixels, boxes
+
+
+def reference(inputs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, DecoderOutput]:
+    backend = TorchBackend(dual_tiny(), "fp32", "cpu", attention="explicit")
+    emb = backend.encode(inputs[0])
+    return emb, backend.decode(emb, inputs[1])
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+FP32_RUNTIMES = [
+    ("torch", None),
+    ("onnxruntime", None),
+    pytest.param("openvino", None, marks=pytest.mark.skipif(not HAS_OV, reason="no openvino")),
+]
+
+
+@pytest.mark.parametrize("name, _", FP32_RUNTIMES)
+def test_fp32_runtimes_match_original_numerics(
+    name: str, _: None, export_dir: Path, inputs: tuple[np.ndarray, np.ndarray]
+) -> None:
+    source = dual_tiny() if name == "torch" else export_dir
+    backend = create_backend(source, name, "fp32")
+    ref_emb, ref_out = reference(inputs)
+    emb = backend.encode(inputs[0])
+    out = backend.decode(emb, inputs[1])
+    assert rel(emb, ref_emb) <= 1e-4
+    assert rel(out.low_res_logits, ref_out.low_res_logits) <= 1e-4
+    assert rel(out.iou_predictions, ref_out.iou_predictions) <= 1e-4
+    assert out.modal_low_res_logits is not None and ref_out.modal_low_res_logits is not None
+    assert rel(out.modal_low_res_logits, ref_out.modal_low_res_logits) <= 1e-4
+
+
+@pytest.mark.skipif(not HAS_OV, reason="no openvino")
+def test_openvino_bf16_is_close(export_dir: Path, inputs: tuple[np.ndarray, np.ndarray]) -> None:
+    from edge_sameo.backends.openvino_backend import OpenVINOBackend
+
+    ref_emb, _ = reference(inputs)
+    backend = OpenVINOBackend(export_dir, "bf16", decoder_precision="fp32")
+    assert backend.describe() == "openvino bf16 encoder, fp32 decoder"
+    emb = backend.encode(inputs[0])
+    assert np.isfinite(emb).all() and rel(emb, ref_emb) < 0.1
+
+
+class Counting(Backend):
+    """A fake runtime recording the chunk sizes the base class hands it."""
+
+    name = "counting"
+    max_boxes = 2
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner.contract, "fp32")
+        self.inner = inner
+        self.calls: list[int] = []
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        return self.inner.encode(pixels)
+
+    def _decode(self, embedding: np.ndarray, boxes: np.ndarray) -> DecoderOutput:
+        self.calls.append(len(boxes))
+        return self.inner.decode(embedding, boxes)
+
+
+def test_decode_is_chunked_at_max_boxes(inputs: tuple[np.ndarray, np.ndarray]) -> None:
+    inner = TorchBackend(dual_tiny(), "fp32", "cpu")
+    chunked = Counting(inner)
+    emb = inner.encode(inputs[0])
+    boxes = np.concatenate([inputs[1], inputs[1][:2]])
+    out = chunked.decode(emb, boxes)
+    assert chunked.calls == [2, 2, 1]
+    whole = inner.decode(emb, boxes)
+    np.testing.assert_allclose(out.low_res_logits, whole.low_res_logits, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="N >= 1"):
+        chunked.decode(emb, boxes[:0])
+
+
+def test_registry_errors(export_dir: Path) -> None:
+    with pytest.raises(InputError, match="unknown backend"):
+        create_backend(export_dir, "tflite")
+    with pytest.raises(InputError, match="supports precision"):
+        create_backend(export_dir, "onnxruntime", "bf16")
+    with pytest.raises(InputError, match="needs a checkpoint or model"):
+        create_backend(export_dir, "torch")
+    if importlib.util.find_spec("tensorrt") is None:
+        with pytest.raises(MissingDependencyError, match=r"edge-sameo\[trt\]"):
+            create_backend(export_dir, "tensorrt")
+    with pytest.raises(InputError, match=r"missing .*int8\.onnx.*calibrate"):
+        create_backend(export_dir, "onnxruntime", "int8")
+
+
+def test_auto_choice_is_available() -> None:
+    name, precision = auto_choice()
+    assert name in ("openvino", "onnxruntime", "torch", "tensorrt")
+    if HAS_OV:
+        assert name == "openvino" and precision in ("bf16", "fp32")
+
+
+def test_model_export_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGE_SAMEO_CACHE", str(tmp_path))
+    model = dual_tiny()
+    first = export_dir_for(model)
+    stamp = (first / "encoder.onnx").stat().st_mtime_ns
+    assert export_dir_for(model) == first
+    assert (first / "encoder.onnx").stat().st_mtime_ns == stamp
+    backend = create_backend(model, "onnxruntime")
+    assert backend.describe().startswith("onnxruntime fp32")
+
+
+def test_predictor_on_export_folder_gives_visible_and_amodal(
+    export_dir: Path, inputs: tuple[np.ndarray, np.ndarray]
+) -> None:
+    image = reference_image(96, 128, seed=4)
+    boxes = [[5, 6, 60, 70], [20, 10, 120, 90]]
+    torch_pred = AmodalPredictor(dual_tiny())
+    torch_pred.set_image(image)
+    expected = torch_pred.predict(boxes)
+    onnx_pred = AmodalPredictor(export_dir, backend="onnxruntime")
+    onnx_pred.set_image(image)
+    got = onnx_pred.predict(boxes)
+    assert got.visible_masks is not None and expected.visible_masks is not None
+    assert (got.masks == expected.masks).mean() > 0.999
+    assert (got.visible_masks == expected.visible_masks).mean() > 0.999
+    assert got.visible_scores is not None and got.visible_scores.shape == (2,)
+    empty = onnx_pred.predict([])
+    assert empty.visible_masks is not None and empty.visible_masks.shape == (0, 96, 128)

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from edge_sameo import build_model
+from edge_sameo.cli import main
+from edge_sameo.contract import (
+    BOXES,
+    IMAGE_EMBEDDINGS,
+    LOW_RES_LOGITS,
+    MODAL_LOW_RES_LOGITS,
+    NUM_BOXES,
+    PIXELS,
+    ExportContract,
+    decoder_contract,
+)
+from edge_sameo.modeling import EfficientSam
+from edge_sameo.seeded import manifest_of, seeded_state_dict
+from engines.checks import ExportCheckError, check_export
+from engines.export import ExportConfig, export_onnx
+from engines.trt_ops import check_trt_ops, load_table
+
+
+def dual_tiny() -> EfficientSam:
+    model = build_model("tiny", modal_decoder=True)
+    model.load_state_dict(seeded_state_dict(manifest_of(model.state_dict()), seed=1))
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EfficientSam]:
+    out = tmp_path_factory.mktemp("export")
+    model = dual_tiny()
+    export_onnx(model, ExportConfig(out_dir=out))  # check=True: ORT vs torch + TRT ops
+    return out, model
+
+
+def test_export_writes_graphs_and_contract(exported: tuple[Path, EfficientSam]) -> None:
+    out, model = exported
+    contract = ExportContract.read(out)
+    assert contract.has_modal and contract.model == model.config
+    dec = onnx.load(str(out / contract.decoder.file))
+    assert [i.name for i in dec.graph.input] == [IMAGE_EMBEDDINGS, BOXES]
+    outs = [o.name for o in dec.graph.output]
+    assert outs[0] == LOW_RES_LOGITS and MODAL_LOW_RES_LOGITS in outs
+    box_dim = dec.graph.input[1].type.tensor_type.shape.dim[0]
+    assert box_dim.dim_param == NUM_BOXES
+    enc = onnx.load(str(out / contract.encoder.file))
+    assert [i.name for i in enc.graph.input] == [PIXELS]
+    # the bicubic pos_embed resize is a constant: no Resize op at all
+    assert not any(n.op_type == "Resize" for n in enc.graph.node)
+    assert contract.decoder.profiles[NUM_BOXES] == (1, 8, 64)
+    data = json.loads((out / "contract.json").read_text())
+    assert set(data["sha256"]) == {"encoder.onnx", "decoder.onnx"}
+
+
+def test_check_runs_several_box_counts(exported: tuple[Path, EfficientSam]) -> None:
+    out, model = exported
+    report = check_export(out, model, box_counts=(1, 2, 9))
+    assert max(report.rel_err.values()) <= 1e-4
+    assert set(report.trt_versions) == {"8.6", "10.1"}
+
+
+def test_check_catches_a_wrong_model(exported: tuple[Path, EfficientSam]) -> None:
+    out, _ = exported
+    other = build_model("tiny", modal_decoder=True)  # random weights, not the exported ones
+    with pytest.raises(ExportCheckError, match="differs from PyTorch"):
+        check_export(out, other)
+
+
+def test_low_opset_decomposes_layernorm(tmp_path: Path) -> None:
+    model = dual_tiny()
+    contract = export_onnx(model, ExportConfig(out_dir=tmp_path, opset=16))
+    for graph in (contract.encoder, contract.decoder):
+        proto = onnx.load(str(tmp_path / graph.file))
+        assert not any(n.op_type == "LayerNormalization" for n in proto.graph.node)
+        assert check_trt_ops(proto, "8.5") == []
+
+
+def test_trt_tables_and_restrictions() -> None:
+    assert not load_table("8.5")["LayerNormalization"].supported
+    assert load_table("8.6")["LayerNormalization"].supported
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])
+    zp = helper.make_tensor("zp", TensorProto.INT8, [], [3])
+    sc = helper.make_tensor("sc", TensorProto.FLOAT, [], [0.1])
+    nodes = [
+        helper.make_node("Resize", ["x", "", "scales"], ["r"], mode="cubic"),
+        helper.make_node("QuantizeLinear", ["r", "sc", "zp"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "sc", "zp"], ["d"]),
+        helper.make_node("LayerNormalization", ["d", "sc"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y], [scales, zp, sc])
+    problems = check_trt_ops(helper.make_model(graph), "8.5")
+    assert any("Resize mode 'cubic'" in p for p in problems)
+    assert sum("zero point" in p for p in problems) == 2
+    assert any("LayerNormalization" in p and "not supported" in p for p in problems)
+
+
+def test_contract_profiles_and_roundtrip(exported: tuple[Path, EfficientSam]) -> None:
+    out, model = exported
+    contract = ExportContract.read(out)
+    lo, opt, hi = contract.decoder.profile_shapes(BOXES)
+    assert (lo, opt, hi) == ((1, 4), (8, 4), (64, 4))
+    assert ExportContract.from_dict(contract.to_dict()) == contract
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        decoder_contract(model.config, box_profile=(4, 2, 8))
+
+
+def test_export_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "--model", "tiny", "--out", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    assert "TensorRT parser ops OK for: 8.6, 10.1" in out
+    assert (tmp_path / "e" / "encoder.onnx").is_file()
+    assert main(["export", "--model", "tiny", "--out", str(tmp_path / "f"), "--opset", "9"]) == 2
+    assert "--opset must be in" in capsys.readouterr().err
+    assert main(["export", "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
+
+
+def test_exported_decoder_handles_any_box_count(exported: tuple[Path, EfficientSam]) -> None:
+    import onnxruntime as ort
+
+    out, _ = exported
+    sess = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    emb = np.random.default_rng(0).standard_normal((1, 32, 8, 8)).astype(np.float32)
+    for n in (1, 3, 70):
+        boxes = np.tile(np.array([[10, 10, 60, 80]], np.float32), (n, 1))
+        logits, iou, modal_logits, _ = sess.run(None, {IMAGE_EMBEDDINGS: emb, BOXES: boxes})
+        assert logits.shape == (n, 3, 32, 32) and iou.shape == (n, 3)
+        assert modal_logits.shape == logits.shape
