@@ -47,10 +47,21 @@ def backend_class(name: str) -> type[Backend]:
 
 
 def is_available(name: str) -> bool:
-    """Package importable (and, for TensorRT, a CUDA GPU present)."""
+    """Package importable (and, for TensorRT, the real package plus a CUDA GPU)."""
     if importlib.util.find_spec(_PACKAGES[name]) is None:
         return False
-    return name != "tensorrt" or torch.cuda.is_available()
+    if name != "tensorrt":
+        return True
+    if not torch.cuda.is_available():
+        return False
+    from edge_sameo.errors import MissingDependencyError
+    from engines.tensorrt_build import load_tensorrt
+
+    try:  # tensorrt-stubs alone import as an empty package
+        load_tensorrt()
+    except MissingDependencyError:
+        return False
+    return True
 
 
 def auto_choice() -> tuple[str, str]:

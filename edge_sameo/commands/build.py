@@ -1,0 +1,66 @@
+"""``edge-sameo build``: TensorRT engines from an export folder (reused from the engine cache
+when the graph, TensorRT, GPU and options are unchanged)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "build",
+        help="build TensorRT engines from exported ONNX graphs",
+        description="Build (or reuse from the engine cache) the TensorRT encoder and decoder "
+        "engines of an export folder. fp16/int8 use encoder.fp16.onnx / encoder.int8.onnx "
+        "(from edge-sameo calibrate) where present, else TensorRT's builder flags.",
+    )
+    p.add_argument("--onnx", required=True, type=Path, help="export folder (contract.json)")
+    p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16")
+    p.add_argument(
+        "--graphs", choices=("both", "encoder", "decoder"), default="both", help="what to build"
+    )
+    p.add_argument("--workspace", type=int, metavar="MIB", help="builder workspace limit (MiB)")
+    p.add_argument("--timing-cache", type=Path, metavar="PATH", help="TensorRT timing cache file")
+    p.add_argument("--max-aux-streams", type=int, metavar="N", help="auxiliary streams (0: one)")
+    p.add_argument(
+        "--calib-cache", type=Path, metavar="DIR", help="folder of <graph>.int8.calib caches"
+    )
+    p.add_argument(
+        "--keep-fp32",
+        default=None,
+        metavar="GROUPS",
+        help="comma list of layer groups pinned to FP32 (LayerNorm,Softmax,Add; '' for none)",
+    )
+    p.add_argument("--rebuild", action="store_true", help="ignore cached engines")
+    p.add_argument("--out", type=Path, help="engine folder (default: the export folder)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engines.tensorrt_build import DEFAULT_KEEP_FP32, BuildConfig, build_engines
+
+    keep = (
+        DEFAULT_KEEP_FP32
+        if args.keep_fp32 is None
+        else tuple(k.strip() for k in args.keep_fp32.split(",") if k.strip())
+    )
+    cfg = BuildConfig(
+        onnx_dir=args.onnx,
+        precision=args.precision,
+        out_dir=args.out,
+        graphs=args.graphs,
+        workspace_mib=args.workspace,
+        timing_cache=args.timing_cache,
+        max_aux_streams=args.max_aux_streams,
+        calib_cache=args.calib_cache,
+        keep_fp32=keep,
+        rebuild=args.rebuild,
+    )
+    for engine in build_engines(cfg):
+        action = "built" if engine.built else "reused"
+        why = f" ({engine.reason})" if engine.built else ""
+        print(f"{engine.graph}: {action} {engine.path}{why}")
+        print(f"  {engine.plan.describe()}")
+    return 0

@@ -1,0 +1,208 @@
+"""Serialized TensorRT engines on disk, reused only when they were built from the same inputs.
+
+An engine is only valid for the ONNX graph, TensorRT version, GPU model (compute
+capability) and builder options it was built with; a mismatch either fails to
+deserialize or, worse, runs with other numerics. Each ``<name>.engine`` therefore has a
+sidecar ``<name>.engine.json`` holding the :class:`EngineKey` it was built from and the
+engine's sha256. A lookup reuses the engine only when the sidecar matches exactly;
+anything else (no sidecar, a corrupt one, another key, an engine file that changed) is a
+miss with a reason, and the caller rebuilds. Nothing here imports TensorRT: the GPU and
+TensorRT facts come in as a :class:`PlatformFacts`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_sameo.io import atomic_write_bytes, atomic_write_json
+
+CACHE_FORMAT = 1
+ENGINE_SUFFIX = ".engine"
+SIDECAR_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class PlatformFacts:
+    """What an engine is tied to besides its graph: TensorRT version and the GPU."""
+
+    trt_version: str
+    gpu_name: str
+    #: "major.minor", e.g. "8.7" (Jetson Orin) or "9.0" (H100)
+    compute_capability: str
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything that changes the bytes (or numerics) of a built engine.
+
+    ``profile``: input name -> (min, opt, max) shapes of its optimisation profile.
+    ``options``: builder options that change the engine (route, flags, fp32-kept layers,
+    workspace, aux streams, calibration cache digest...), JSON-serialisable values only.
+    """
+
+    onnx_sha256: str
+    platform: PlatformFacts
+    precision: str
+    profile: Mapping[str, tuple[tuple[int, ...], ...]] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form (lists, sorted keys): what the sidecar stores and compares."""
+        return json.loads(
+            json.dumps(
+                {
+                    "onnx_sha256": self.onnx_sha256,
+                    "trt_version": self.platform.trt_version,
+                    "gpu_name": self.platform.gpu_name,
+                    "compute_capability": self.platform.compute_capability,
+                    "precision": self.precision,
+                    "profile": {k: [list(s) for s in v] for k, v in self.profile.items()},
+                    "options": dict(self.options),
+                },
+                sort_keys=True,
+            )
+        )
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def key_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """Human-readable fields that differ, e.g. ``"trt_version '10.0.1' -> '10.3.0'"``."""
+    out = []
+    for name in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(name), wanted.get(name)
+        if a != b:
+            if isinstance(a, dict) and isinstance(b, dict):
+                out += [f"{name}.{d}" for d in key_differences(a, b)]
+            else:
+                out.append(f"{name} {a!r} -> {b!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """Result of :meth:`EngineCache.lookup`: ``hit`` and, on a miss, why."""
+
+    path: Path
+    hit: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    """Result of :meth:`EngineCache.get_or_build`: the engine path, built or reused, why."""
+
+    path: Path
+    built: bool
+    reason: str
+
+
+class EngineCache:
+    """``<directory>/<name>.engine`` + ``<name>.engine.json`` pairs (``name``: e.g.
+    ``"encoder.fp16"``)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def engine_path(self, name: str) -> Path:
+        return self.directory / f"{name}{ENGINE_SUFFIX}"
+
+    def sidecar_path(self, name: str) -> Path:
+        return self.directory / f"{name}{ENGINE_SUFFIX}{SIDECAR_SUFFIX}"
+
+    def read_sidecar(self, name: str) -> dict[str, Any] | None:
+        """The sidecar as a dict, or ``None`` when missing or unreadable."""
+        try:
+            data = json.loads(self.sidecar_path(name).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def lookup(self, name: str, key: EngineKey) -> CacheLookup:
+        """A hit only when the engine exists and its sidecar records exactly ``key`` and
+        the engine's current sha256. Never raises on a bad sidecar: that is a miss."""
+        path = self.engine_path(name)
+        if not path.is_file():
+            return CacheLookup(path, False, "no cached engine")
+        if not self.sidecar_path(name).is_file():
+            return CacheLookup(path, False, "engine has no sidecar")
+        meta = self.read_sidecar(name)
+        if meta is None or meta.get("format") != CACHE_FORMAT:
+            return CacheLookup(path, False, "sidecar unreadable or of another format")
+        stored = meta.get("key")
+        if not isinstance(stored, dict):
+            return CacheLookup(path, False, "sidecar has no key")
+        diffs = key_differences(stored, key.to_dict())
+        if diffs:
+            return CacheLookup(path, False, "built for other inputs: " + "; ".join(diffs))
+        try:
+            if path.stat().st_size != meta.get("engine_bytes") or file_sha256(path) != meta.get(
+                "engine_sha256"
+            ):
+                return CacheLookup(path, False, "engine file changed since it was cached")
+        except OSError as exc:
+            return CacheLookup(path, False, f"engine unreadable ({exc})")
+        return CacheLookup(path, True, "cached engine matches")
+
+    def store(
+        self, name: str, key: EngineKey, engine: bytes, extra: Mapping[str, Any] | None = None
+    ) -> Path:
+        """Write the engine, then its sidecar, both atomically. The old sidecar goes first:
+        a crash in between leaves an engine without sidecar (a miss), never a stale pair."""
+        path = self.engine_path(name)
+        self.sidecar_path(name).unlink(missing_ok=True)
+        atomic_write_bytes(path, engine)
+        atomic_write_json(
+            self.sidecar_path(name),
+            {
+                "format": CACHE_FORMAT,
+                "key": key.to_dict(),
+                "digest": key.digest,
+                "engine_sha256": hashlib.sha256(engine).hexdigest(),
+                "engine_bytes": len(engine),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **dict(extra or {}),
+            },
+        )
+        return path
+
+    def invalidate(self, name: str) -> None:
+        """Forget an engine (e.g. one that failed to deserialize): the next lookup misses."""
+        self.sidecar_path(name).unlink(missing_ok=True)
+
+    def get_or_build(
+        self,
+        name: str,
+        key: EngineKey,
+        build: Callable[[], bytes],
+        *,
+        force: bool = False,
+        rekey: Callable[[], EngineKey] | None = None,
+    ) -> CacheResult:
+        """Reuse the cached engine for ``key`` or ``build()`` and store a new one.
+
+        ``rekey``: the key to store under when building changes it (an INT8 calibration
+        writes the calibration cache whose digest is part of the key).
+        """
+        found = self.lookup(name, key)
+        if found.hit and not force:
+            return CacheResult(found.path, False, found.reason)
+        engine = build()
+        path = self.store(name, rekey() if rekey else key, engine)
+        return CacheResult(path, True, "rebuild forced" if force else found.reason)
