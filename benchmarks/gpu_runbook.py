@@ -324,7 +324,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--work-dir", type=Path, help="keep the export and engines here")
-    p.add_argument("--json", type=Path, default=Path("gpu_runbook.json"))
+    p.add_argument("--json", type=Path, default=Path("out/gpu_runbook.json"))
     p.add_argument("--no-trt", action="store_true", help="skip the TensorRT rows")
     return p.parse_args(argv)
 

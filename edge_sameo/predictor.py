@@ -16,7 +16,7 @@ from edge_sameo.boxes import validate_boxes
 from edge_sameo.errors import InputError
 from edge_sameo.io import to_rgb_uint8
 from edge_sameo.modeling import EfficientSam
-from edge_sameo.preprocess import resize_pixels, upscale_logits
+from edge_sameo.preprocess import resize_pixels, upscale_masks
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,7 @@ def best_masks(
     """
     rows = np.arange(len(iou))
     best = iou.argmax(axis=1)
-    chosen = torch.from_numpy(np.ascontiguousarray(logits[rows, best][:, None]))
-    masks = (upscale_logits(chosen, image_hw)[:, 0] >= 0).numpy()
+    masks = upscale_masks(np.ascontiguousarray(logits[rows, best], np.float32), image_hw)
     return masks, iou[rows, best].astype(np.float32)
 
 

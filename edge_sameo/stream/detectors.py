@@ -1,0 +1,252 @@
+"""Detectors: anything returning boxes per frame plugs in.
+
+* :class:`YOLODetector` — ultralytics YOLO (.pt, .onnx, OpenVINO folder or TensorRT .engine,
+  as ultralytics loads them) with its own trackers (ByteTrack / BoT-SORT) for stable ids;
+* :class:`ReplayDetector` — boxes read from a JSONL run log, COCO results or COCO(-amodal)
+  ground truth (offline runs and tests);
+* :class:`GroundTruthDetector` — the synthetic world's visible boxes and track ids;
+* :class:`CallableDetector` — any ``fn(rgb) -> boxes`` or ``(boxes, scores, class_ids)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_sameo.errors import InputError
+from edge_sameo.stream.sources import Frame
+
+
+@dataclass(frozen=True)
+class Detections:
+    """N detections of one frame. boxes: (N, 4) float32 XYXY pixels; scores (N,) float32;
+    class_ids (N,) int64; track_ids (N,) int64 (-1 where untracked)."""
+
+    boxes: NDArray[np.float32]
+    scores: NDArray[np.float32]
+    class_ids: NDArray[np.int64]
+    track_ids: NDArray[np.int64]
+    names: Mapping[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.boxes)
+        if self.boxes.shape != (n, 4):
+            raise InputError(f"detector boxes must be (N, 4), got {self.boxes.shape}")
+        for name in ("scores", "class_ids", "track_ids"):
+            if len(getattr(self, name)) != n:
+                raise InputError(
+                    f"detector returned {len(getattr(self, name))} {name} for {n} boxes"
+                )
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @staticmethod
+    def make(
+        boxes: Any,
+        scores: Any = None,
+        class_ids: Any = None,
+        track_ids: Any = None,
+        names: Mapping[int, str] | None = None,
+    ) -> Detections:
+        b = np.asarray(boxes, np.float32).reshape(-1, 4)
+        n = len(b)
+        return Detections(
+            b,
+            np.ones(n, np.float32) if scores is None else np.asarray(scores, np.float32).reshape(n),
+            np.zeros(n, np.int64)
+            if class_ids is None
+            else np.asarray(class_ids, np.int64).reshape(n),
+            np.full(n, -1, np.int64)
+            if track_ids is None
+            else np.asarray(track_ids, np.int64).reshape(n),
+            dict(names or {}),
+        )
+
+    def select(self, keep: NDArray[np.bool_]) -> Detections:
+        return Detections(
+            self.boxes[keep],
+            self.scores[keep],
+            self.class_ids[keep],
+            self.track_ids[keep],
+            self.names,
+        )
+
+
+class Detector(Protocol):
+    names: Mapping[int, str]
+
+    def __call__(self, frame: Frame) -> Detections: ...
+
+
+def from_ultralytics(result: Any, names: Mapping[int, str]) -> Detections:
+    """Adapter for an ultralytics ``Results`` (duck-typed: ``.boxes.xyxy/.conf/.cls/.id``)."""
+    boxes = result.boxes
+    if boxes is None or len(boxes) == 0:
+        return Detections.make(np.zeros((0, 4)), names=names)
+
+    def arr(x: Any) -> NDArray[Any]:
+        return np.asarray(x.cpu().numpy() if hasattr(x, "cpu") else x)
+
+    ids = None if getattr(boxes, "id", None) is None else arr(boxes.id)
+    return Detections.make(arr(boxes.xyxy), arr(boxes.conf), arr(boxes.cls), ids, names)
+
+
+class YOLODetector:
+    """ultralytics YOLO with confidence/class filters, max objects and optional tracking."""
+
+    def __init__(
+        self,
+        weights: str | Path,
+        conf: float = 0.25,
+        classes: Sequence[int] | None = None,
+        max_det: int = 50,
+        tracker: str | None = "bytetrack.yaml",
+        imgsz: int | None = None,
+    ) -> None:
+        # ultralytics must never reach the network nor pip-install at run time.
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+        path = Path(weights)
+        if not path.exists():
+            raise InputError(f"detector weights not found: {path}")
+        from ultralytics import YOLO
+
+        try:
+            self.model = YOLO(str(path), task="detect")
+        except Exception as exc:  # ultralytics raises many types for a bad file
+            raise InputError(f"cannot load detector {path}: {type(exc).__name__}: {exc}") from None
+        self.names: Mapping[int, str] = dict(getattr(self.model, "names", {}) or {})
+        self.kwargs: dict[str, Any] = {"conf": conf, "max_det": max_det, "verbose": False}
+        if classes is not None:
+            self.kwargs["classes"] = list(classes)
+        if imgsz:
+            self.kwargs["imgsz"] = imgsz
+        self.tracker = tracker
+
+    def __call__(self, frame: Frame) -> Detections:
+        bgr = np.ascontiguousarray(frame.image[..., ::-1])  # ultralytics takes BGR arrays
+        if self.tracker:
+            results = self.model.track(bgr, persist=True, tracker=self.tracker, **self.kwargs)
+        else:
+            results = self.model.predict(bgr, **self.kwargs)
+        return from_ultralytics(results[0], self.names)
+
+
+class ReplayDetector:
+    """Boxes per frame from a file: an ``edge-sameo run`` JSONL log, COCO results, or a COCO
+    (-amodal) ground truth (frames matched by ``frame_index``, else ``image_id - 1``)."""
+
+    def __init__(self, path: str | Path, box: str = "visible") -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"replay file not found: {self.path}")
+        self.by_frame: dict[int, list[tuple[list[float], float, int, int]]] = {}
+        self.names: dict[int, str] = {}
+        text = self.path.read_text()
+        try:
+            if self.path.suffix == ".jsonl":
+                self._from_jsonl(text)
+            else:
+                self._from_coco(json.loads(text), box)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{self.path}: not a readable box file ({exc})") from None
+
+    def _from_jsonl(self, text: str) -> None:
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            for o in rec["objects"]:
+                self.names[int(o["class_id"])] = str(o.get("class_name", o["class_id"]))
+                self.by_frame.setdefault(int(rec["frame"]), []).append(
+                    (
+                        list(o["box"]),
+                        float(o.get("score", 1.0)),
+                        int(o["class_id"]),
+                        int(o.get("track_id", -1)),
+                    )
+                )
+
+    def _from_coco(self, doc: Any, box: str) -> None:
+        anns = doc["annotations"] if isinstance(doc, dict) else doc
+        frame_of: dict[int, int] = {}
+        if isinstance(doc, dict):
+            for im in doc.get("images", []):
+                frame_of[int(im["id"])] = int(im.get("frame_index", int(im["id"]) - 1))
+            for c in doc.get("categories", []):
+                self.names[int(c["id"])] = str(c["name"])
+        for a in anns:
+            key = "visible_bbox" if box == "visible" and "visible_bbox" in a else "bbox"
+            x, y, w, h = (float(v) for v in a[key])
+            if w <= 0 or h <= 0:
+                continue  # fully hidden: no detector sees it
+            frame = frame_of.get(int(a["image_id"]), int(a["image_id"]) - 1)
+            self.by_frame.setdefault(frame, []).append(
+                (
+                    [x, y, x + w, y + h],
+                    float(a.get("score", 1.0)),
+                    int(a["category_id"]),
+                    int(a.get("track_id", -1)),
+                )
+            )
+
+    def __call__(self, frame: Frame) -> Detections:
+        rows = self.by_frame.get(frame.index, [])
+        if not rows:
+            return Detections.make(np.zeros((0, 4)), names=self.names)
+        boxes, scores, classes, tracks = zip(*rows, strict=True)
+        return Detections.make(boxes, scores, classes, tracks, self.names)
+
+
+class GroundTruthDetector:
+    """The synthetic world's visible (modal) boxes with their track ids — what a perfect
+    detector would report; fully hidden objects are not detected."""
+
+    def __init__(self, names: Mapping[int, str] | None = None) -> None:
+        from edge_sameo.data import CLASS_NAMES
+
+        self.names = dict(names or {i + 1: n for i, n in enumerate(CLASS_NAMES)})
+
+    def __call__(self, frame: Frame) -> Detections:
+        from edge_sameo.masks import mask_to_box
+
+        if frame.ground_truth is None:
+            raise InputError(
+                "the ground-truth detector needs the synthetic source (--source synth)"
+            )
+        rows = [
+            (mask_to_box(inst.visible), inst.category_id, inst.track_id)
+            for inst in frame.ground_truth.instances
+            if inst.visible.any()
+        ]
+        if not rows:
+            return Detections.make(np.zeros((0, 4)), names=self.names)
+        boxes, classes, tracks = zip(*rows, strict=True)
+        return Detections.make(np.stack(boxes), None, classes, tracks, self.names)
+
+
+class CallableDetector:
+    """Wrap ``fn(rgb) -> boxes`` or ``-> (boxes, scores, class_ids)``."""
+
+    def __init__(
+        self, fn: Callable[[NDArray[np.uint8]], Any], names: Mapping[int, str] | None = None
+    ) -> None:
+        self.fn = fn
+        self.names = dict(names or {})
+
+    def __call__(self, frame: Frame) -> Detections:
+        out = self.fn(frame.image)
+        if isinstance(out, Detections):
+            return out
+        if isinstance(out, tuple):
+            boxes, scores, classes = (*tuple(out), None, None)[:3]
+            return Detections.make(boxes, scores, classes, names=self.names)
+        return Detections.make(out, names=self.names)

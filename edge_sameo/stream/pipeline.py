@@ -1,0 +1,288 @@
+"""The streaming loop: capture -> detect -> encode/decode -> (render/write, by the caller).
+
+Stages run in threads joined by bounded queues so they overlap (``pipelined=True``), or
+one after the other (``pipelined=False``, for comparison). Every frame's result carries
+per-stage timings and its end-to-end latency. The Python API is a generator::
+
+    for result in stream(source, detector, predictor):
+        ...
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_sameo.boxes import validate_boxes
+from edge_sameo.errors import InputError
+from edge_sameo.predictor import AmodalPredictor
+from edge_sameo.stream.detectors import Detections, Detector
+from edge_sameo.stream.objects import ObjectResult, assign_order
+from edge_sameo.stream.sources import Frame, FrameSource
+from edge_sameo.stream.temporal import TemporalConfig, TemporalFilter
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    pipelined: bool = True
+    queue_size: int = 2
+    #: Pace file sources to at most this rate (live sources run as fast as frames come).
+    max_fps: float | None = None
+    max_objects: int = 20
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+
+    def __post_init__(self) -> None:
+        if self.queue_size < 1 or self.max_objects < 1:
+            raise InputError("queue_size and max_objects must be >= 1")
+        if self.max_fps is not None and self.max_fps <= 0:
+            raise InputError(f"--max-fps must be > 0, got {self.max_fps}")
+
+
+@dataclass
+class FrameResult:
+    """One processed frame: its objects, per-stage timings (ms) and end-to-end latency."""
+
+    frame: Frame
+    objects: list[ObjectResult]
+    timings: dict[str, float]
+    latency_ms: float = 0.0
+    invalid_boxes: int = 0
+    fps: float = 0.0
+
+    @property
+    def index(self) -> int:
+        return self.frame.index
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSONL record: frame, timestamp, objects (masks as COCO RLE, boxes XYXY)."""
+        return {
+            "frame": self.frame.index,
+            "timestamp": round(self.frame.timestamp, 4),
+            "objects": [o.to_json() for o in self.objects],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings.items()},
+            "latency_ms": round(self.latency_ms, 2),
+        }
+
+
+@dataclass
+class _Detected:
+    frame: Frame
+    detections: Detections
+    timings: dict[str, float]
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+
+
+class Segmenter:
+    """Encoder once per frame, all boxes decoded in one batched call (both decoders)."""
+
+    def __init__(self, predictor: AmodalPredictor, config: StreamConfig) -> None:
+        self.predictor = predictor
+        self.config = config
+        self.temporal = TemporalFilter(config.temporal)
+
+    def __call__(self, item: _Detected) -> FrameResult:
+        frame, det = item.frame, item.detections
+        h, w = frame.image.shape[:2]
+        timings = dict(item.timings)
+        keep, invalid = self._valid(det, (h, w))
+        det = det.select(keep)
+        if len(det) > self.config.max_objects:
+            top = np.zeros(len(det), bool)
+            top[np.argsort(-det.scores)[: self.config.max_objects]] = True
+            det = det.select(top)
+        self.predictor.set_image(frame.image)
+        pred = self.predictor.predict(det.boxes)
+        for k in ("preprocess", "encoder", "decoder", "postprocess"):
+            timings[k] = pred.speed.get(k, 0.0)
+        t0 = time.perf_counter()
+        visible = pred.visible_masks if pred.visible_masks is not None else pred.masks
+        objects = [
+            ObjectResult(
+                track_id=int(det.track_ids[i]),
+                class_id=int(det.class_ids[i]),
+                class_name=det.names.get(int(det.class_ids[i]), str(int(det.class_ids[i]))),
+                score=float(det.scores[i]),
+                box=pred.boxes[i],
+                amodal=pred.masks[i],
+                visible=visible[i],
+            )
+            for i in range(len(det))
+        ]
+        objects = self.temporal.update(objects)
+        assign_order(objects)
+        timings["objects"] = (time.perf_counter() - t0) * 1e3
+        latency = (time.perf_counter() - frame.captured_at) * 1e3 if frame.captured_at else 0.0
+        return FrameResult(frame, objects, timings, latency, invalid)
+
+    @staticmethod
+    def _valid(det: Detections, hw: tuple[int, int]) -> tuple[np.ndarray, int]:
+        """Boxes the predictor accepts (finite, non-empty after clipping to the frame)."""
+        keep = np.zeros(len(det), bool)
+        for i, box in enumerate(det.boxes):
+            try:
+                validate_boxes(box[None], hw)
+                keep[i] = True
+            except InputError:
+                pass
+        return keep, int((~keep).sum())
+
+
+def _detect(detector: Detector) -> Callable[[Frame], _Detected]:
+    def run(frame: Frame) -> _Detected:
+        t0 = time.perf_counter()
+        det = detector(frame)
+        return _Detected(frame, det, {"detect": (time.perf_counter() - t0) * 1e3})
+
+    return run
+
+
+def _paced(source: FrameSource, max_fps: float | None) -> Iterator[Frame]:
+    period = 0.0 if (max_fps is None or source.live) else 1.0 / max_fps
+    next_t = time.perf_counter()
+    for frame in source.frames():
+        if period:
+            now = time.perf_counter()
+            if now < next_t:
+                time.sleep(next_t - now)
+            next_t = max(next_t + period, time.perf_counter())
+            frame = Frame(
+                frame.index, frame.timestamp, frame.image, frame.ground_truth, time.perf_counter()
+            )
+        yield frame
+
+
+def stream(
+    source: FrameSource,
+    detector: Detector,
+    predictor: AmodalPredictor,
+    config: StreamConfig | None = None,
+) -> Iterator[FrameResult]:
+    """Process ``source`` frame by frame; yields :class:`FrameResult` in frame order.
+
+    Closing the generator (``break``, Ctrl-C) stops every stage and the source.
+    """
+    config = config or StreamConfig()
+    segment = Segmenter(predictor, config)
+    detect = _detect(detector)
+    if not config.pipelined:
+        yield from _sequential(source, detect, segment, config)
+        return
+    yield from _pipelined(source, detect, segment, config)
+
+
+class _Fps:
+    def __init__(self) -> None:
+        self.last: float | None = None
+        self.value = 0.0
+
+    def tick(self) -> float:
+        now = time.perf_counter()
+        if self.last is not None:
+            inst = 1.0 / max(now - self.last, 1e-6)
+            self.value = inst if self.value == 0 else 0.9 * self.value + 0.1 * inst
+        self.last = now
+        return self.value
+
+
+def _sequential(
+    source: FrameSource,
+    detect: Callable[[Frame], _Detected],
+    segment: Segmenter,
+    config: StreamConfig,
+) -> Iterator[FrameResult]:
+    fps = _Fps()
+    try:
+        for frame in _paced(source, config.max_fps):
+            result = segment(detect(frame))
+            result.fps = fps.tick()
+            yield result
+    finally:
+        source.close()
+
+
+def _pipelined(
+    source: FrameSource,
+    detect: Callable[[Frame], _Detected],
+    segment: Segmenter,
+    config: StreamConfig,
+) -> Iterator[FrameResult]:
+    stop = threading.Event()
+    q_frames: queue.Queue[Any] = queue.Queue(config.queue_size)
+    q_detected: queue.Queue[Any] = queue.Queue(config.queue_size)
+    q_out: queue.Queue[Any] = queue.Queue(config.queue_size)
+
+    def put(q: queue.Queue[Any], item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def capture() -> None:
+        try:
+            for frame in _paced(source, config.max_fps):
+                if not put(q_frames, frame):
+                    return
+        except BaseException as exc:
+            put(q_frames, _Failure(exc))
+            return
+        put(q_frames, _END)
+
+    def stage(fn: Callable[[Any], Any], q_in: queue.Queue[Any], q_o: queue.Queue[Any]) -> None:
+        while not stop.is_set():
+            try:
+                item = q_in.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _END or isinstance(item, _Failure):
+                put(q_o, item)
+                return
+            try:
+                out = fn(item)
+            except BaseException as exc:
+                put(q_o, _Failure(exc))
+                return
+            if not put(q_o, out):
+                return
+
+    threads = [
+        threading.Thread(target=capture, name="capture", daemon=True),
+        threading.Thread(
+            target=stage, args=(detect, q_frames, q_detected), name="detect", daemon=True
+        ),
+        threading.Thread(
+            target=stage, args=(segment, q_detected, q_out), name="segment", daemon=True
+        ),
+    ]
+    for t in threads:
+        t.start()
+    fps = _Fps()
+    try:
+        while True:
+            item = q_out.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            item.fps = fps.tick()
+            yield item
+    finally:
+        stop.set()
+        source.close()
+        for t in threads:
+            t.join(timeout=10)

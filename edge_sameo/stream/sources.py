@@ -1,0 +1,320 @@
+"""Frame sources: video files, image folders, cameras, network streams, the synthetic world.
+
+File sources deliver every frame. Live sources (cameras, network streams) keep only the
+*newest* frame — a slow model drops frames and never falls behind — count the frames they
+drop, and reconnect with backoff when a stream breaks, without ending the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_sameo.errors import InputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "tcp://", "udp://", "rtmp://")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame: ``image`` (H, W, 3) uint8 RGB; ``timestamp`` in seconds (source time for
+    files, wall-clock for live sources); ``ground_truth`` only from the synthetic world."""
+
+    index: int
+    timestamp: float
+    image: NDArray[np.uint8]
+    ground_truth: Any = None
+    captured_at: float = 0.0
+
+
+class FrameSource(ABC):
+    live: bool = False
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self.reconnects = 0
+        self.skipped = 0
+        self.truncated = False
+        self.fps: float | None = None
+
+    @abstractmethod
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames until the source ends (or :meth:`close` is called)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop producing frames and release the device/file."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+def _bgr_to_rgb(img: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    if img.ndim == 2:
+        return np.ascontiguousarray(np.repeat(img[..., None], 3, axis=2))
+    return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+
+
+class VideoFileSource(FrameSource):
+    """Every frame of a video file; a truncated file ends early and sets ``truncated``."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"video not found: {self.path}")
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise InputError(f"cannot open video {self.path}: not a video file or corrupt")
+        ok, first = cap.read()
+        if not ok:
+            cap.release()
+            raise InputError(f"cannot read any frame from {self.path}: empty or corrupt video")
+        self._cap, self._first = cap, first
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.expected_frames = count if count > 0 else None
+
+    def describe(self) -> str:
+        return f"video {self.path}"
+
+    def frames(self) -> Iterator[Frame]:
+        index, img = 0, self._first
+        fps = self.fps or 30.0
+        try:
+            while img is not None:
+                yield Frame(index, index / fps, _bgr_to_rgb(img), captured_at=time.perf_counter())
+                index += 1
+                ok, nxt = self._cap.read()
+                img = nxt if ok else None
+        finally:
+            self.close()
+        if self.expected_frames is not None and index < self.expected_frames - 1:
+            self.truncated = True
+            log.warning("%s ended after %d of %d frames", self.path, index, self.expected_frames)
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ImageFolderSource(FrameSource):
+    """Images of a folder in name order; unreadable files are skipped and counted."""
+
+    def __init__(self, path: str | Path, fps: float = 30.0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not self.files:
+            raise InputError(f"no images in folder {self.path}")
+        self.fps = fps
+
+    def describe(self) -> str:
+        return f"folder {self.path} ({len(self.files)} images)"
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        for p in self.files:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                self.skipped += 1
+                log.warning("skipping unreadable image %s", p)
+                continue
+            yield Frame(
+                index, index / (self.fps or 30.0), _bgr_to_rgb(img), captured_at=time.perf_counter()
+            )
+            index += 1
+
+
+class SyntheticVideoSource(FrameSource):
+    """The synthetic occlusion video of ``edge_sameo.data`` with per-frame ground truth."""
+
+    def __init__(
+        self,
+        frames: int = 150,
+        seed: int = 0,
+        size: tuple[int, int] = (640, 480),
+        fps: float = 30.0,
+    ) -> None:
+        super().__init__()
+        from edge_sameo.data import SynthConfig, VideoConfig
+        from edge_sameo.data.synth import compose_video, item_seed
+
+        if frames < 1:
+            raise InputError(f"synthetic video needs >= 1 frames, got {frames}")
+        self.num_frames, self.seed, self.fps = frames, seed, fps
+        self.config = SynthConfig(size=size)
+        self._bg, self._tracks = compose_video(
+            item_seed(seed, 0), self.config, VideoConfig(), frames
+        )
+
+    def describe(self) -> str:
+        w, h = self.config.size
+        return f"synthetic video (seed {self.seed}, {self.num_frames} frames, {w}x{h})"
+
+    def frames(self) -> Iterator[Frame]:
+        from edge_sameo.data.synth import video_frame
+
+        last = max(self.num_frames - 1, 1)
+        for i in range(self.num_frames):
+            scene = video_frame(self._bg, self._tracks, i / last)
+            yield Frame(i, i / (self.fps or 30.0), scene.image, scene, time.perf_counter())
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """Backoff for live sources: wait ``initial_s``, doubling up to ``max_s``; give up
+    (end the run cleanly) after ``give_up_s`` without a frame; a source that never opens
+    within ``connect_timeout_s`` is an input error."""
+
+    initial_s: float = 0.25
+    max_s: float = 4.0
+    give_up_s: float = 60.0
+    connect_timeout_s: float = 5.0
+    read_timeout_ms: int = 3000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial_s <= self.max_s or self.give_up_s <= 0:
+            raise InputError("reconnect: need 0 < initial <= max and give_up > 0")
+
+
+class LiveSource(FrameSource):
+    """A camera index or a network URL read by a thread that keeps only the newest frame."""
+
+    live = True
+
+    def __init__(self, spec: int | str, policy: ReconnectPolicy | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.policy = policy or ReconnectPolicy()
+        self._cond = threading.Condition()
+        self._latest: tuple[NDArray[np.uint8], float] | None = None
+        self._stop = threading.Event()
+        self._ended = False
+        self._connected_once = threading.Event()
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._reader, name="live-capture", daemon=True)
+        self._thread.start()
+        if not self._connected_once.wait(self.policy.connect_timeout_s):
+            self.close()
+            raise InputError(
+                self._error
+                or f"cannot open stream {spec!r}: no frame within "
+                f"{self.policy.connect_timeout_s:g} s"
+            )
+
+    def describe(self) -> str:
+        kind = "camera" if isinstance(self.spec, int) else "stream"
+        return f"{kind} {self.spec}"
+
+    def _open(self) -> Any:
+        t = self.policy.read_timeout_ms
+        if isinstance(self.spec, int):
+            return cv2.VideoCapture(self.spec)
+        return cv2.VideoCapture(
+            self.spec,
+            cv2.CAP_FFMPEG,
+            [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, t, cv2.CAP_PROP_READ_TIMEOUT_MSEC, t],
+        )
+
+    def _reader(self) -> None:
+        backoff = self.policy.initial_s
+        last_frame = time.monotonic()
+        cap: Any = None
+        while not self._stop.is_set():
+            if cap is None:
+                cap = self._open()
+                if not cap.isOpened():
+                    cap.release()
+                    cap = None
+                    self._error = f"cannot open stream {self.spec!r}"
+                    if time.monotonic() - last_frame > self.policy.give_up_s:
+                        break
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self.policy.max_s)
+                    continue
+                if self._connected_once.is_set():
+                    self.reconnects += 1
+                    log.warning("reconnected to %s", self.spec)
+            ok, img = cap.read()
+            if not ok:
+                cap.release()
+                cap = None
+                log.warning("stream %s broke; reconnecting", self.spec)
+                continue
+            backoff = self.policy.initial_s
+            last_frame = time.monotonic()
+            self._connected_once.set()
+            with self._cond:
+                if self._latest is not None:
+                    self.dropped += 1  # the consumer never saw the previous frame
+                self._latest = (img, time.perf_counter())
+                self._cond.notify_all()
+        if cap is not None:
+            cap.release()
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def frames(self) -> Iterator[Frame]:
+        index, start = 0, time.monotonic()
+        try:
+            while True:
+                with self._cond:
+                    while self._latest is None and not self._ended:
+                        self._cond.wait(0.5)
+                    if self._latest is None:
+                        return
+                    img, captured = self._latest
+                    self._latest = None
+                yield Frame(index, time.monotonic() - start, _bgr_to_rgb(img), captured_at=captured)
+                index += 1
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+
+
+def open_source(
+    spec: str | int | Path,
+    *,
+    synth_frames: int = 150,
+    synth_size: tuple[int, int] = (640, 480),
+    fps: float = 30.0,
+    policy: ReconnectPolicy | None = None,
+) -> FrameSource:
+    """``synth`` / ``synth:SEED`` (the synthetic video), a camera index (``0``), a URL
+    (rtsp/http/tcp/udp), an image folder, or a video file."""
+    if isinstance(spec, int):
+        return LiveSource(spec, policy)
+    text = str(spec)
+    if text == "synth" or text.startswith("synth:"):
+        seed = int(text.split(":", 1)[1]) if ":" in text else 0
+        return SyntheticVideoSource(synth_frames, seed, synth_size, fps)
+    if text.isdigit():
+        return LiveSource(int(text), policy)
+    if text.lower().startswith(URL_SCHEMES):
+        return LiveSource(text, policy)
+    path = Path(text)
+    if path.is_dir():
+        return ImageFolderSource(path, fps)
+    if not path.exists():
+        raise InputError(
+            f"source not found: {text} (a video file, image folder, camera index, URL or 'synth')"
+        )
+    return VideoFileSource(path)

@@ -1,0 +1,330 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_sameo import AmodalPredictor, build_model, save_model
+from edge_sameo.cli import main
+from edge_sameo.errors import InputError
+from edge_sameo.masks import decode_rle
+from edge_sameo.modeling import EfficientSam
+from edge_sameo.seeded import manifest_of, seeded_state_dict
+from edge_sameo.stream import (
+    CallableDetector,
+    Detections,
+    GroundTruthDetector,
+    ObjectResult,
+    ReconnectPolicy,
+    ReplayDetector,
+    StreamConfig,
+    TemporalConfig,
+    assign_order,
+    open_source,
+    stream,
+)
+from edge_sameo.stream.app import Outputs, run_app
+from edge_sameo.stream.detectors import from_ultralytics
+from edge_sameo.stream.sources import LiveSource, SyntheticVideoSource, VideoFileSource
+from edge_sameo.stream.temporal import TemporalFilter
+
+
+def dual_tiny() -> EfficientSam:
+    model = build_model("tiny", modal_decoder=True)
+    model.load_state_dict(seeded_state_dict(manifest_of(model.state_dict()), seed=3))
+    return model
+
+
+@pytest.fixture()
+def predictor() -> AmodalPredictor:
+    return AmodalPredictor(dual_tiny())
+
+
+def synth(frames: int = 6) -> SyntheticVideoSource:
+    return SyntheticVideoSource(frames, seed=5, size=(160, 120))
+
+
+def test_synthetic_source_is_deterministic_with_ground_truth() -> None:
+    a = list(synth(3).frames())
+    b = list(synth(3).frames())
+    assert [f.index for f in a] == [0, 1, 2]
+    for fa, fb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(fa.image, fb.image)
+        assert fa.ground_truth is not None and fa.ground_truth.instances
+        assert fa.image.shape == (120, 160, 3)
+
+
+def test_pipelined_equals_sequential(predictor: AmodalPredictor) -> None:
+    def run(pipelined: bool) -> list[list[ObjectResult]]:
+        cfg = StreamConfig(pipelined=pipelined)
+        return [r.objects for r in stream(synth(), GroundTruthDetector(), predictor, cfg)]
+
+    seq, pipe = run(False), run(True)
+    assert len(seq) == len(pipe) == 6
+    assert sum(len(o) for o in seq) > 0
+    for a, b in zip(seq, pipe, strict=True):
+        assert [o.track_id for o in a] == [o.track_id for o in b]
+        for oa, ob in zip(a, b, strict=True):
+            np.testing.assert_array_equal(oa.amodal, ob.amodal)
+            np.testing.assert_array_equal(oa.visible, ob.visible)
+
+
+def test_results_carry_timings_and_objects(predictor: AmodalPredictor) -> None:
+    results = list(stream(synth(3), GroundTruthDetector(), predictor))
+    r = results[-1]
+    assert {"detect", "preprocess", "encoder", "decoder", "postprocess"} <= set(r.timings)
+    assert r.latency_ms > 0
+    rec = r.to_json()
+    assert set(rec) >= {"frame", "timestamp", "objects"}
+    obj = rec["objects"][0]
+    assert set(obj) >= {
+        "track_id", "class_id", "class_name", "score", "box", "amodal_rle", "visible_rle",
+        "occlusion_ratio", "order",
+    }  # fmt: skip
+    assert decode_rle(obj["amodal_rle"]).shape == (120, 160)
+
+
+def test_bad_detector_boxes_are_counted_not_fatal(predictor: AmodalPredictor) -> None:
+    boxes = [[-50, -50, -10, -10], [np.nan, 1, 2, 3], [10, 10, 60, 50], [150, 100, 400, 300]]
+    det = CallableDetector(lambda img: np.array(boxes, np.float32))
+    results = list(stream(synth(2), det, predictor))
+    assert all(r.invalid_boxes == 2 for r in results)
+    assert all(len(r.objects) == 2 for r in results)
+    assert results[0].objects[1].box.tolist() == [150, 100, 160, 120]  # clipped
+    empty = CallableDetector(lambda img: np.zeros((0, 4)))
+    assert all(r.objects == [] for r in stream(synth(2), empty, predictor))
+
+
+def test_occlusion_order() -> None:
+    h, w = 40, 40
+    back = np.zeros((h, w), bool)
+    back[5:30, 5:30] = True
+    front = np.zeros((h, w), bool)
+    front[15:35, 15:35] = True
+    far = np.zeros((h, w), bool)
+    far[0:3, 35:40] = True
+
+    def obj(tid: int, amodal: np.ndarray, visible: np.ndarray) -> ObjectResult:
+        return ObjectResult(tid, 0, "x", 1.0, np.zeros(4, np.float32), amodal, visible)
+
+    objs = [obj(1, back, back & ~front), obj(2, front, front), obj(3, far, far)]
+    assert objs[0].occlusion_ratio == pytest.approx(1 - (back & ~front).sum() / back.sum())
+    assign_order(objs)
+    assert [o.order for o in objs] == [1, 0, 0]
+    assert objs[0].occluded_by == [2] and objs[1].occluded_by == []
+    np.testing.assert_array_equal(objs[0].occluded, back & front)
+
+
+def test_temporal_persistence_and_smoothing() -> None:
+    m = np.zeros((30, 30), bool)
+    m[10:20, 10:20] = True
+    box = np.array([10, 10, 20, 20], np.float32)
+
+    def obj(mask: np.ndarray, b: np.ndarray) -> ObjectResult:
+        return ObjectResult(7, 1, "disc", 0.9, b, mask, mask.copy())
+
+    f = TemporalFilter(TemporalConfig(smoothing=0.5, persistence=2))
+    f.update([obj(m, box)])
+    shifted = np.roll(m, 2, axis=1)
+    out = f.update([obj(shifted, box + [2, 0, 2, 0])])
+    np.testing.assert_array_equal(out[0].amodal, shifted)  # motion-compensated: no blur
+    kept = f.update([])
+    assert len(kept) == 1 and kept[0].persisted and kept[0].track_id == 7
+    assert kept[0].occlusion_ratio == 1.0 and kept[0].amodal.sum() == m.sum()
+    assert kept[0].amodal[:, 14:24].sum() == m.sum()  # carried on at the last velocity
+    f.update([])
+    assert f.update([]) == []  # persistence of 2 frames is over
+    assert TemporalFilter(TemporalConfig()).update([]) == []
+    with pytest.raises(InputError):
+        TemporalConfig(smoothing=1.0)
+
+
+def test_replay_detector_roundtrip(tmp_path: Path, predictor: AmodalPredictor) -> None:
+    log = tmp_path / "run.jsonl"
+    run_app(synth(4), GroundTruthDetector(), predictor, StreamConfig(), Outputs(jsonl=log))
+    replay = ReplayDetector(log)
+    first = [r for r in stream(synth(4), replay, predictor)]
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    for r, line in zip(first, lines, strict=True):
+        assert [o.track_id for o in r.objects] == [o["track_id"] for o in line["objects"]]
+    with pytest.raises(InputError, match="replay file not found"):
+        ReplayDetector(tmp_path / "none.jsonl")
+
+
+def test_ultralytics_adapter_duck_types() -> None:
+    class Boxes:
+        xyxy = np.array([[1, 2, 30, 40]], np.float32)
+        conf = np.array([0.8], np.float32)
+        cls = np.array([2.0], np.float32)
+        id = np.array([5.0], np.float32)
+
+        def __len__(self) -> int:
+            return 1
+
+    class Result:
+        boxes = Boxes()
+
+    det = from_ultralytics(Result(), {2: "star"})
+    assert det.track_ids.tolist() == [5] and det.class_ids.tolist() == [2]
+    assert det.names[2] == "star" and len(det) == 1
+
+
+def test_crash_keeps_finished_frames(tmp_path: Path, predictor: AmodalPredictor) -> None:
+    calls = {"n": 0}
+
+    def flaky(img: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the run
+        return np.array([[10, 10, 60, 50]], np.float32)
+
+    out = Outputs(video=tmp_path / "o.mp4", jsonl=tmp_path / "o.jsonl")
+    with pytest.raises(KeyboardInterrupt):
+        run_app(synth(10), CallableDetector(flaky), predictor, StreamConfig(), out)
+    lines = (tmp_path / "o.jsonl").read_text().splitlines()
+    assert 1 <= len(lines) <= 4 and all(json.loads(x)["frame"] == i for i, x in enumerate(lines))
+    cap = cv2.VideoCapture(str(tmp_path / "o.mp4"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == len(lines)
+
+
+def mjpeg_server(frames: list[bytes], fps: float) -> tuple[ThreadingHTTPServer, int]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=f")
+            self.end_headers()
+            try:
+                for i in range(100000):
+                    jpg = frames[i % len(frames)]
+                    head = b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                    self.wfile.write(head % len(jpg) + jpg + b"\r\n")
+                    time.sleep(1 / fps)
+                    if getattr(self.server, "cut", False):
+                        return
+            except OSError:
+                return
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, srv.server_address[1]
+
+
+def jpeg_frames() -> list[bytes]:
+    frames = []
+    for k in range(5):
+        img = np.full((120, 160, 3), 40 * k, np.uint8)
+        cv2.rectangle(img, (20 + 5 * k, 20), (80, 90), (255, 255, 255), -1)
+        frames.append(cv2.imencode(".jpg", img)[1].tobytes())
+    return frames
+
+
+def test_live_stream_drops_frames_and_reconnects(predictor: AmodalPredictor) -> None:
+    frames = jpeg_frames()
+    srv, port = mjpeg_server(frames, fps=60)
+    policy = ReconnectPolicy(initial_s=0.1, max_s=0.5, give_up_s=3.0, connect_timeout_s=5.0)
+    source = LiveSource(f"http://127.0.0.1:{port}/stream.mjpg", policy)
+    got: list[int] = []
+
+    def restart() -> Iterator[None]:
+        nonlocal srv
+        yield
+        srv.cut = True  # type: ignore[attr-defined]
+        srv.shutdown()
+        srv.server_close()
+        time.sleep(0.5)
+        srv2 = ThreadingHTTPServer(("127.0.0.1", port), srv.RequestHandlerClass)
+        srv2.daemon_threads = True
+        threading.Thread(target=srv2.serve_forever, daemon=True).start()
+        srv = srv2
+        yield
+
+    step = restart()
+    slow = CallableDetector(lambda img: (time.sleep(0.05), np.array([[20, 20, 80, 90]]))[1])
+    try:
+        for r in stream(source, slow, predictor, StreamConfig(pipelined=False)):
+            got.append(r.index)
+            if len(got) == 5:
+                next(step)
+                next(step)  # cut the server and bring it back on the same port
+            if source.reconnects >= 1 and len(got) >= 12:
+                break
+    finally:
+        srv.shutdown()
+        source.close()
+    assert source.reconnects >= 1, "the stream did not reconnect after the server restart"
+    assert len(got) >= 12 and got == sorted(got)
+    assert source.dropped > 0  # a 60 FPS stream into a ~20 FPS consumer keeps only the newest
+
+
+def test_unreachable_url_is_an_input_error() -> None:
+    policy = ReconnectPolicy(initial_s=0.1, max_s=0.2, give_up_s=1.0, connect_timeout_s=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match="cannot open stream"):
+        LiveSource("http://127.0.0.1:9/none.mjpg", policy)
+    assert time.monotonic() - t0 < 10
+
+
+def test_file_sources(tmp_path: Path, rgb_image: np.ndarray) -> None:
+    video = tmp_path / "v.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (128, 96))
+    for _ in range(20):
+        writer.write(rgb_image[..., ::-1])
+    writer.release()
+    src = open_source(str(video))
+    assert isinstance(src, VideoFileSource) and len(list(src.frames())) == 20
+    data = video.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 3])
+    try:  # a truncated file either opens and ends early, or is refused clearly
+        n = len(list(open_source(str(cut)).frames()))
+        assert n < 20
+    except InputError as exc:
+        assert "cut.mp4" in str(exc)
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all" * 50)
+    with pytest.raises(InputError, match=r"junk\.mp4"):
+        open_source(str(tmp_path / "junk.mp4"))
+    with pytest.raises(InputError, match="source not found"):
+        open_source(str(tmp_path / "missing.mp4"))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), rgb_image)
+    (folder / "b.png").write_bytes(b"broken")
+    src = open_source(str(folder))
+    assert len(list(src.frames())) == 1 and src.skipped == 1
+
+
+def test_run_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "dual.pt"
+    save_model(dual_tiny(), ckpt)
+    args = ["run", "--source", "synth:3", "--frames", "4", "--detector", "gt", "--sam", str(ckpt),
+            "--backend", "torch"]  # fmt: skip
+    rc = main([*args, "--out", str(tmp_path / "o.mp4"), "--jsonl", str(tmp_path / "o.jsonl")])
+    assert rc == 0
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 4
+    assert "FPS" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "nothing to write" in capsys.readouterr().err
+    rc = main(["run", "--source", "http://127.0.0.1:9/x", "--detector", "gt", "--sam", str(ckpt),
+               "--jsonl", str(tmp_path / "x.jsonl")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "cannot open stream" in err
+
+
+def test_detections_validation() -> None:
+    with pytest.raises(InputError):
+        Detections(np.zeros((2, 4), np.float32), np.zeros(1, np.float32),
+                   np.zeros(2, np.int64), np.zeros(2, np.int64))  # fmt: skip
