@@ -133,7 +133,7 @@ def test_temporal_persistence_and_smoothing() -> None:
     f = TemporalFilter(TemporalConfig(smoothing=0.5, persistence=2))
     f.update([obj(m, box)])
     shifted = np.roll(m, 2, axis=1)
-    out = f.update([obj(shifted, box + [2, 0, 2, 0])])
+    out = f.update([obj(shifted, box + np.array([2, 0, 2, 0], np.float32))])
     np.testing.assert_array_equal(out[0].amodal, shifted)  # motion-compensated: no blur
     kept = f.update([])
     assert len(kept) == 1 and kept[0].persisted and kept[0].track_id == 7

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     synth = SynthConfig(size=(640, 480))
     categories = synth.categories
     gt = GroundTruthCollector(categories)
-    names = {c["name"]: c["id"] for c in categories}
+    names = {str(c["name"]): int(str(c["id"])) for c in categories}
     outputs = Outputs(out / "demo.mp4", out / "demo.jsonl", out / "demo_coco.json", False, names)
     print(f"demo: {source.describe()}; segmenter: {predictor.backend.describe()}")
     summary = run_app(
