@@ -12,7 +12,17 @@ from typing import NoReturn
 from edge_sameo.errors import EdgeSameoError
 
 #: Subcommand modules under ``edge_sameo.commands``, in ``--help`` order.
-COMMANDS = ("run", "segment", "synth", "evaluate", "export", "build", "bench", "demo")
+COMMANDS = (
+    "run",
+    "segment",
+    "synth",
+    "evaluate",
+    "export",
+    "calibrate",
+    "build",
+    "bench",
+    "demo",
+)
 
 EXIT_USAGE = 2
 

@@ -69,6 +69,8 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
     test_yaml.write_text(yaml.safe_dump(spec))
     start = time.time()
     model = YOLO(cfg.model_yaml)
+    # An absolute project path: ultralytics prefixes relative ones with runs/<task>/.
+    project = out.resolve() / "runs"
     model.train(
         data=str(data_dir / "data.yaml"),
         epochs=cfg.epochs,
@@ -76,7 +78,7 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
         batch=cfg.batch,
         workers=cfg.workers,
         device="cpu",
-        project=str(out / "runs"),
+        project=str(project),
         name="train",
         exist_ok=True,
         pretrained=False,
@@ -87,7 +89,17 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
         verbose=False,
     )
     train_s = time.time() - start
-    best = out / "runs" / "train" / "weights" / "best.pt"
+    save_dir = Path(getattr(model.trainer, "save_dir", project / "train"))
+    return evaluate_detector(cfg, save_dir / "weights" / "best.pt", train_s, test_yaml)
+
+
+def evaluate_detector(
+    cfg: DetectorTrainConfig, best: Path, train_s: float, test_yaml: Path
+) -> dict[str, Any]:
+    """Copy the best weights beside the model card and score them on the held-out set."""
+    from ultralytics import YOLO
+
+    out = cfg.out
     weights = out / "yolov8n_synth.pt"
     shutil.copyfile(best, weights)
     metrics = YOLO(str(weights)).val(
@@ -98,7 +110,7 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
         device="cpu",
         plots=False,
         verbose=False,
-        project=str(out / "runs"),
+        project=str(out.resolve() / "runs"),
         name="test",
         exist_ok=True,
     )

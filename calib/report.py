@@ -1,0 +1,202 @@
+"""Accuracy of a precision variant against the fp32 graphs, on held-out images.
+
+Per image: the embedding's relative L2 error ``‖e − e₃₂‖ / ‖e₃₂‖``. Per box, end to end
+(precision encoder → precision decoder vs fp32 encoder → fp32 decoder): each side picks
+its best candidate by its own predicted IoU — what a user would see — the low-res logits
+are upsampled bicubically to the image and thresholded at logit ≥ 0 (as the predictor
+does), and the two masks are compared by IoU. On seeded random weights the masks are
+noise-like, so mask gates only mean something on trained weights; the numbers are
+reported either way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from calib.batcher import ImageBatcher
+from calib.naming import precision_onnx_path
+from calib.session import cpu_session
+from edge_sameo.contract import (
+    BOXES,
+    IMAGE_EMBEDDINGS,
+    IOU_PREDICTIONS,
+    LOW_RES_LOGITS,
+    MODAL_IOU_PREDICTIONS,
+    MODAL_LOW_RES_LOGITS,
+    PIXELS,
+    ExportContract,
+)
+from edge_sameo.errors import InputError
+from edge_sameo.masks import mask_iou
+from edge_sameo.preprocess import upscale_logits
+
+HEADS = ((LOW_RES_LOGITS, IOU_PREDICTIONS), (MODAL_LOW_RES_LOGITS, MODAL_IOU_PREDICTIONS))
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Pass/fail thresholds; None = not gated. emb_rel_err: max relative L2 error of any
+    image's embedding. mask_iou: min mean mask IoU of every decoder head."""
+
+    emb_rel_err: float | None = None
+    mask_iou: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.emb_rel_err is not None and not self.emb_rel_err >= 0:
+            raise InputError(f"--gate-emb-rel-err must be >= 0, got {self.emb_rel_err}")
+        if self.mask_iou is not None and not 0.0 <= self.mask_iou <= 1.0:
+            raise InputError(f"--gate-mask-iou must be in [0, 1], got {self.mask_iou}")
+
+
+@dataclass(frozen=True)
+class HeadAccuracy:
+    """One decoder head over all held-out boxes.
+
+    mean_iou / min_iou: mask IoU vs fp32 of each side's best mask. same_choice: fraction
+    of boxes where both sides chose the same candidate. max_iou_pred_err: largest
+    |Δ predicted IoU| over all candidates.
+    """
+
+    output: str
+    boxes: int
+    mean_iou: float
+    min_iou: float
+    same_choice: float
+    max_iou_pred_err: float
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """Result of ``compare_precision``: embedding errors per image, mask IoU per head."""
+
+    precision: str
+    images: int
+    emb_rel_err_mean: float
+    emb_rel_err_max: float
+    heads: tuple[HeadAccuracy, ...]
+    files: dict[str, str] = field(default_factory=dict)
+    eval_data: dict[str, Any] = field(default_factory=dict)
+
+    def failures(self, gates: Gates) -> list[str]:
+        """One line per missed gate (empty: all passed). NaN never passes."""
+        out = []
+        if gates.emb_rel_err is not None and not self.emb_rel_err_max <= gates.emb_rel_err:
+            out.append(f"embedding rel err {self.emb_rel_err_max:.3g} > gate {gates.emb_rel_err:g}")
+        if gates.mask_iou is not None:
+            for h in self.heads:
+                if not h.mean_iou >= gates.mask_iou:
+                    out.append(f"{h.output}: mean mask IoU {h.mean_iou:.4f} < {gates.mask_iou:g}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format_table(self) -> str:
+        """A readable summary (fixed-width table)."""
+        lines = [
+            f"{self.precision} vs fp32 on {self.images} held-out images "
+            f"({', '.join(f'{k}={v}' for k, v in self.files.items())})",
+            f"  embedding rel L2 err: mean {self.emb_rel_err_mean:.3e}  max "
+            f"{self.emb_rel_err_max:.3e}",
+            f"  {'head':<22}{'boxes':>6}{'mean IoU':>10}{'min IoU':>9}{'same pick':>11}"
+            f"{'max dIoU':>10}",
+        ]
+        for h in self.heads:
+            lines.append(
+                f"  {h.output:<22}{h.boxes:>6}{h.mean_iou:>10.4f}{h.min_iou:>9.4f}"
+                f"{h.same_choice:>11.1%}{h.max_iou_pred_err:>10.4f}"
+            )
+        return "\n".join(lines)
+
+
+def rel_l2(a: NDArray[np.float32], ref: NDArray[np.float32]) -> float:
+    """‖a − ref‖ / ‖ref‖ in float64 (inf when ref is 0 and a is not)."""
+    num = float(np.linalg.norm((a.astype(np.float64) - ref).ravel()))
+    den = float(np.linalg.norm(ref.astype(np.float64).ravel()))
+    return num / den if den > 0 else (0.0 if num == 0 else math.inf)
+
+
+def best_masks(
+    logits: NDArray[np.float32], iou: NDArray[np.float32], image_hw: tuple[int, int]
+) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+    """(N, M, L, L) logits + (N, M) IoU -> (N, H, W) masks of the best candidates and
+    (N,) their indices (the predictor's rule: bicubic upsampling, logit >= 0)."""
+    best = iou.argmax(axis=1)
+    chosen = torch.from_numpy(np.ascontiguousarray(logits[np.arange(len(best)), best]))
+    masks = upscale_logits(chosen[:, None], image_hw)[:, 0] >= 0
+    return masks.numpy(), best
+
+
+def compare_precision(
+    onnx_dir: str | Path, precision: str, batcher: ImageBatcher, *, threads: int = 0
+) -> AccuracyReport:
+    """Run fp32 and ``precision`` graphs of ``onnx_dir`` on ``batcher``'s images (which
+    should be held out from calibration) and measure how far apart they are."""
+    onnx_dir = Path(onnx_dir)
+    contract = ExportContract.read(onnx_dir)
+    paths: dict[str, dict[str, Path]] = {}
+    for p in ("fp32", precision):
+        paths[p] = {
+            g.name: precision_onnx_path(onnx_dir, g.file, p)
+            for g in (contract.encoder, contract.decoder)
+        }
+        for path in paths[p].values():
+            if not path.is_file():
+                raise InputError(f"{path} is missing")
+    sessions = {
+        p: {name: cpu_session(path, threads) for name, path in d.items()} for p, d in paths.items()
+    }
+    dec_outputs = contract.decoder.output_names
+    heads = [(lo, iou) for lo, iou in HEADS if lo in dec_outputs]
+    emb_errs: list[float] = []
+    ious: dict[str, list[float]] = {lo: [] for lo, _ in heads}
+    same: dict[str, list[bool]] = {lo: [] for lo, _ in heads}
+    pred_err: dict[str, float] = {lo: 0.0 for lo, _ in heads}
+    for sample in batcher.samples("held-out"):
+        pixels = batcher.pixels(sample)
+        boxes = batcher.model_boxes(sample)
+        hw = (int(sample.image.shape[0]), int(sample.image.shape[1]))
+        outs: dict[str, dict[str, NDArray[np.float32]]] = {}
+        for p, s in sessions.items():
+            (emb,) = s["encoder"].run([IMAGE_EMBEDDINGS], {PIXELS: pixels})
+            dec = s["decoder"].run(dec_outputs, {IMAGE_EMBEDDINGS: emb, BOXES: boxes})
+            outs[p] = {IMAGE_EMBEDDINGS: emb, **dict(zip(dec_outputs, dec, strict=True))}
+        ref, got = outs["fp32"], outs[precision]
+        emb_errs.append(rel_l2(got[IMAGE_EMBEDDINGS], ref[IMAGE_EMBEDDINGS]))
+        for lo, iou in heads:
+            m_ref, b_ref = best_masks(ref[lo], ref[iou], hw)
+            m_got, b_got = best_masks(got[lo], got[iou], hw)
+            ious[lo] += [mask_iou(a, b) for a, b in zip(m_got, m_ref, strict=True)]
+            same[lo] += list(b_ref == b_got)
+            pred_err[lo] = max(pred_err[lo], float(np.abs(got[iou] - ref[iou]).max()))
+    if not emb_errs:
+        raise InputError(
+            f"no held-out images from {batcher.cfg.source} source "
+            f"(items {batcher.cfg.start}..): give more images or a smaller --count"
+        )
+    return AccuracyReport(
+        precision=precision,
+        images=len(emb_errs),
+        emb_rel_err_mean=float(np.mean(emb_errs)),
+        emb_rel_err_max=float(np.max(emb_errs)),
+        heads=tuple(
+            HeadAccuracy(
+                output=lo,
+                boxes=len(ious[lo]),
+                mean_iou=float(np.mean(ious[lo])),
+                min_iou=float(np.min(ious[lo])),
+                same_choice=float(np.mean(same[lo])),
+                max_iou_pred_err=pred_err[lo],
+            )
+            for lo, _ in heads
+        ),
+        files={k: v.name for k, v in paths[precision].items()},
+        eval_data=batcher.cfg.describe(),
+    )
