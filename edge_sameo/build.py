@@ -14,6 +14,22 @@ from edge_sameo.modeling import (
 CONFIGS: dict[str, ModelConfig] = {
     "vitt": ModelConfig(name="vitt", encoder_dim=192, encoder_heads=3),
     "vits": ModelConfig(name="vits", encoder_dim=384, encoder_heads=6),
+    # The bundled model (1.4 M parameters with both decoders): 256 px for real time on a
+    # 2-core CPU; trained here on the synthetic world (models/nano/MODEL_CARD.md).
+    "nano": ModelConfig(
+        name="nano",
+        img_size=256,
+        encoder_dim=128,
+        encoder_depth=4,
+        encoder_heads=4,
+        pretrain_img_size=256,
+        embed_dim=64,
+        decoder_depth=2,
+        decoder_heads=4,
+        decoder_mlp_dim=256,
+        upscaling_dims=(32, 16),
+        iou_head_hidden_dim=64,
+    ),
     # A few-MB model at 128 px for unit tests: same code, every stage exercised.
     "tiny": ModelConfig(
         name="tiny",

@@ -20,6 +20,7 @@ COMMANDS = (
     "export",
     "calibrate",
     "build",
+    "train",
     "bench",
     "demo",
 )

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 #: The bundled models, relative to a clone of the repository.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLED_SAM = REPO_ROOT / "models" / "nano" / "edge_sameo_nano.pt"
+BUNDLED_SAM = REPO_ROOT / "models" / "nano" / "nano.pt"
 BUNDLED_DETECTOR = REPO_ROOT / "models" / "detector" / "yolov8n_synth.pt"
 
 

@@ -1,0 +1,8 @@
+"""``python -m train``: the same entry as ``edge-sameo train`` (see ``train/cli.py``)."""
+
+from __future__ import annotations
+
+from train.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

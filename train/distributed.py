@@ -1,0 +1,61 @@
+"""DDP set-up from ``torchrun``'s environment (one process when it is absent).
+
+``torchrun --nproc_per_node=N -m train fit ...`` sets ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK`` and the rendezvous variables; the backend is NCCL on CUDA devices and
+gloo on CPU (how the equivalence test runs two processes on a laptop).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over ranks (a copy; identity in one process)."""
+        out = values.detach().clone()
+        if self.enabled:
+            dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+
+def init_distributed(device: str) -> DistContext:
+    """Join the process group ``torchrun`` describes, or return the one-process context."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    backend = "nccl" if device == "cuda" else "gloo"
+    if not dist.is_initialized():
+        if device == "cuda":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend)
+    return DistContext(rank=rank, world_size=world, local_rank=local, backend=backend)
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()

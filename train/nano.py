@@ -1,0 +1,236 @@
+"""The bundled edge-sameo nano model: config and its two-stage recipe, end to end.
+
+    python -m train nano --config configs/nano.yaml        # or: edge-sameo train nano
+
+1. data: the synthetic world (issue #3) as COCO-amodal sets with dual images — a
+   training set, a validation set and a held-out test set, each from its own seed;
+2. stage 1 (full training): encoder + prompt encoder + decoder from random weights on
+   **visible** masks with modal boxes — an EfficientSAM of the synthetic world;
+3. stage 2 (the SAMEO recipe): the stage-1 decoder fine-tuned on **amodal** masks with
+   modal/amodal boxes 50:50, the encoder frozen (embedding cache), the stage-1 decoder
+   kept as the modal head;
+4. test: the held-out set scored with modal and with amodal box prompts; the model
+   (``nano.pt``), its SAMEO decoder checkpoint and ``metrics.json`` are written.
+
+Every stage resumes where it stopped: run the same command again after an interruption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_sameo.errors import InputError
+from edge_sameo.io import atomic_write_json
+from edge_sameo.modeling import ModelConfig
+
+#: Sized for real time on a 2-core CPU (see docs/TRAINING.md for the latency table):
+#: 256 px input, 16×16 tokens, 4 narrow blocks; 64×64 low-res masks.
+NANO_CONFIG = ModelConfig(
+    name="nano",
+    img_size=256,
+    patch_size=16,
+    encoder_dim=128,
+    encoder_depth=4,
+    encoder_heads=4,
+    pretrain_img_size=256,
+    embed_dim=64,
+    decoder_depth=2,
+    decoder_heads=4,
+    decoder_mlp_dim=256,
+    upscaling_dims=(32, 16),
+    iou_head_hidden_dim=64,
+)
+
+
+@dataclass(frozen=True)
+class NanoRecipe:
+    """Data sizes and seeds, and the TrainConfig fields of each stage."""
+
+    out: Path = Path("models/nano")
+    synth: Mapping[str, Any] = field(default_factory=dict)
+    train_seed: int = 2000
+    train_count: int = 2500
+    val_seed: int = 2100
+    val_count: int = 100
+    test_seed: int = 9100
+    test_count: int = 300
+    threads: int = 1
+    progress: bool = True
+    stage1: Mapping[str, Any] = field(default_factory=dict)
+    stage2: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        seeds = {self.train_seed, self.val_seed, self.test_seed}
+        if len(seeds) != 3:
+            raise InputError("train, val and test seeds must differ (held-out data)")
+
+    def replace(self, **changes: Any) -> NanoRecipe:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_yaml(
+        cls,
+        path: str | Path | None,
+        out: Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> NanoRecipe:
+        from train.config import load_yaml
+
+        data: dict[str, Any] = load_yaml(path) if path is not None else {}
+        for key, value in (overrides or {}).items():
+            section, dot, name = key.partition(".")
+            if dot and section in ("stage1", "stage2", "synth"):
+                data.setdefault(section, {})[name] = value
+            else:
+                data[key] = value
+        if out is not None:
+            data["out"] = out
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown nano recipe keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    # ------------------------------------------------------------------ paths
+
+    def data_json(self, split: str) -> Path:
+        return self.out / "data" / split / "annotations.json"
+
+    @property
+    def runs(self) -> Path:
+        return self.out / "runs"
+
+
+def stage_configs(recipe: NanoRecipe) -> tuple[Any, Any]:
+    """The TrainConfigs of stage 1 and stage 2."""
+    from train.config import TrainConfig
+
+    common: dict[str, Any] = {
+        "val": recipe.data_json("val"),
+        "cache_dir": recipe.out / "cache",
+        "threads": recipe.threads,
+        "progress": recipe.progress,
+        "seed": recipe.train_seed,
+    }
+    s1 = TrainConfig(
+        **{
+            "out": recipe.runs / "stage1",
+            "train": [recipe.data_json("train")],
+            "model": "nano",
+            "mode": "full",
+            "target": "visible",
+            "amodal_box_prob": 0.0,
+            "keep_modal": False,
+            **common,
+            **dict(recipe.stage1),
+        }
+    )
+    s2 = TrainConfig(
+        **{
+            "out": recipe.runs / "stage2",
+            "train": [recipe.data_json("train")],
+            "init": recipe.runs / "stage1" / "best.pt",
+            "mode": "decoder",
+            "target": "amodal",
+            "amodal_box_prob": 0.5,
+            "keep_modal": True,
+            **common,
+            **dict(recipe.stage2),
+        }
+    )
+    return s1, s2
+
+
+def make_data(recipe: NanoRecipe) -> dict[str, float]:
+    """Generate the three synthetic sets (skipped when already there)."""
+    from edge_sameo.data import SynthConfig, generate_dataset
+
+    synth = SynthConfig(**dict(recipe.synth))
+    seconds: dict[str, float] = {}
+    for split, count, seed in (
+        ("train", recipe.train_count, recipe.train_seed),
+        ("val", recipe.val_count, recipe.val_seed),
+        ("test", recipe.test_count, recipe.test_seed),
+    ):
+        if recipe.data_json(split).is_file():
+            continue
+        t = time.perf_counter()
+        generate_dataset(recipe.data_json(split).parent, count, seed, synth)
+        seconds[split] = time.perf_counter() - t
+    return seconds
+
+
+def test_model(recipe: NanoRecipe, model_path: Path) -> dict[str, Any]:
+    """Held-out scores: amodal head with modal and amodal box prompts, modal head."""
+    import torch
+
+    from edge_sameo.checkpoint import load_model
+    from train.config import DatasetSpec
+    from train.data import prepare_dataset
+    from train.validate import predict_set, score
+
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    model = load_model(model_path)
+    spec = DatasetSpec(recipe.data_json("test"), name="test")
+    ps = prepare_dataset(spec, model.img_size, model.config.low_res_size, recipe.out / "cache")
+    ds = ps.load_source()
+    out: dict[str, Any] = {
+        "seed": recipe.test_seed,
+        "scenes": recipe.test_count,
+        "images": ps.num_images,
+        "instances": ps.num_instances,
+    }
+    for prompt in ("modal", "amodal"):
+        out[f"amodal_head_{prompt}_boxes"] = score(ds, predict_set(model, ps, prompt), "amodal")
+    out["modal_head_modal_boxes"] = score(
+        ds, predict_set(model, ps, "modal", decoder="modal"), "visible"
+    )
+    return out
+
+
+def run_recipe(recipe: NanoRecipe) -> dict[str, Any]:
+    """Data, stage 1, stage 2, test; returns (and writes) ``metrics.json``'s content."""
+    from edge_sameo.checkpoint import load_model, save_model
+    from train.export import write_sameo_decoder
+    from train.trainer import fit
+
+    t0 = time.perf_counter()
+    recipe.out.mkdir(parents=True, exist_ok=True)
+    data_s = make_data(recipe)
+    s1, s2 = stage_configs(recipe)
+    sum1 = fit(s1, resume=True)
+    sum2 = fit(s2, resume=True)
+    model = load_model(s2.out / "best.pt")
+    meta = {
+        "recipe": "python -m train nano",
+        "stage1": str(s1.out),
+        "stage2": str(s2.out),
+        "weights": "synthetic world only (issue #3): not for real photos",
+    }
+    save_model(model, recipe.out / "nano.pt", meta)
+    write_sameo_decoder(model, recipe.out / "nano_sameo_decoder.pt", meta)
+    test = test_model(recipe, recipe.out / "nano.pt")
+    result = {
+        "model_config": model.config.to_dict(),
+        "data": {
+            "train": {"seed": recipe.train_seed, "scenes": recipe.train_count},
+            "val": {"seed": recipe.val_seed, "scenes": recipe.val_count},
+            "test": {"seed": recipe.test_seed, "scenes": recipe.test_count},
+            "generate_s": data_s,
+            "synth": dict(recipe.synth),
+        },
+        "stage1": {"config": s1.to_dict(), "summary": sum1},
+        "stage2": {"config": s2.to_dict(), "summary": sum2},
+        "test": test,
+        "wall_s_this_invocation": time.perf_counter() - t0,
+        "train_s": float(sum1["elapsed_s"]) + float(sum2["elapsed_s"]),
+    }
+    atomic_write_json(recipe.out / "metrics.json", result)
+    return result
