@@ -170,7 +170,10 @@ def run_backend(
 
 
 def candidate_runtimes(
-    model: EfficientSam, export_dir: Path | None, wanted: Sequence[str] | None
+    model: EfficientSam,
+    export_dir: Path | None,
+    wanted: Sequence[str] | None,
+    threads: int | None = None,
 ) -> list[tuple[str, Callable[[], Backend]]]:
     """Every (name, factory) available here; the baseline first."""
     import copy
@@ -182,7 +185,7 @@ def candidate_runtimes(
         return lambda: TorchBackend(copy.deepcopy(model), precision, "cpu", attention)
 
     def onnx_factory(cls: Callable[..., Backend], precision: str) -> Callable[[], Backend]:
-        return lambda: cls(directory, precision)
+        return lambda: cls(directory, precision, threads=threads)
 
     runs: list[tuple[str, Callable[[], Backend]]] = [
         (BASELINE, torch_factory("fp32", "explicit")),
@@ -205,14 +208,17 @@ def candidate_runtimes(
         runs.append(
             (
                 "openvino bf16 enc + fp32 dec",
-                lambda: OpenVINOBackend(directory, "bf16", decoder_precision="fp32"),
+                lambda: OpenVINOBackend(
+                    directory, "bf16", threads=threads, decoder_precision="fp32"
+                ),
             )
         )
     if is_available("tensorrt"):
         from edge_sameo.backends.registry import backend_class
 
+        trt: Callable[..., Backend] = backend_class("tensorrt")
         for p in ("fp16", "int8"):
-            runs.append((f"tensorrt {p}", onnx_factory(backend_class("tensorrt"), p)))
+            runs.append((f"tensorrt {p}", partial(trt, directory, p)))
     if wanted:
         keep = [r for r in runs if r[0] == BASELINE or any(w in r[0] for w in wanted)]
         return keep
@@ -240,12 +246,17 @@ def run_bench(
     export_dir: Path | None = None,
     wanted: Sequence[str] | None = None,
     progress: Callable[[str], None] = print,
+    threads: int | None = None,
 ) -> dict[str, Any]:
+    """Benchmark every runtime (``threads``: one count for torch, ONNX Runtime and
+    OpenVINO alike, so the comparison stays fair on a shared machine)."""
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     results: list[RuntimeResult] = []
     reference: dict[str, Any] | None = None
-    for name, make in candidate_runtimes(model, export_dir, wanted):
+    for name, make in candidate_runtimes(model, export_dir, wanted, threads):
         progress(f"benchmarking {name} ...")
         try:
             res, outputs = run_backend(name, make, image, cfg, reference)

@@ -22,6 +22,7 @@ def register(sub: Any) -> None:
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--only", nargs="*", help="runtimes to include (substring match)")
+    p.add_argument("--threads", type=int, help="threads for every runtime (default: all cores)")
     p.add_argument("--out-dir", type=Path, default=Path("out/bench"))
     p.set_defaults(func=run)
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     model, label = load_model_arg(args.model, None)
     image = read_image(args.image) if args.image else reference_image(480, 640, seed=0)
     print(f"model: {label}; image {image.shape[1]}x{image.shape[0]}")
-    report = run_bench(model, image, cfg, args.onnx, args.only)
+    report = run_bench(model, image, cfg, args.onnx, args.only, threads=args.threads)
     paths = write_report(report, args.out_dir)
     print(markdown_table(report))
     print("wrote " + ", ".join(str(p) for p in paths))
