@@ -166,11 +166,32 @@ def test_console_script_entry_point(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.slow
-def test_demo_runs_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--out-dir", str(tmp_path)]) == 0
+def test_demo_writes_video_jsonl_and_accuracy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_sameo import build_model, save_model
+    from edge_sameo.seeded import manifest_of, seeded_state_dict
+
+    model = build_model("tiny", modal_decoder=True)
+    model.load_state_dict(seeded_state_dict(manifest_of(model.state_dict()), seed=0))
+    save_model(model, tmp_path / "dual.pt")
+    args = ["demo", "--out-dir", str(tmp_path / "out"), "--frames", "5", "--detector", "gt",
+            "--sam", str(tmp_path / "dual.pt"), "--backend", "torch"]  # fmt: skip
+    assert main(args) == 0
     out = capsys.readouterr().out
-    assert "random" in out and "mean nothing" in out
-    data = json.loads((tmp_path / "demo_masks.json").read_text())
-    assert len(data["masks"]) == 3 and data["weights"] == "seeded-random"
-    assert (tmp_path / "demo_overlay.png").stat().st_size > 0
+    assert "FPS" in out and "mIoU_occ" in out
+    summary = json.loads((tmp_path / "out" / "demo_summary.json").read_text())
+    assert summary["frames"] == 5 and {"mIoU", "mIoU_occ", "baseline"} <= set(summary["accuracy"])
+    assert len((tmp_path / "out" / "demo.jsonl").read_text().splitlines()) == 5
+    assert (tmp_path / "out" / "demo.mp4").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_bundled_demo(tmp_path: Path) -> None:
+    from edge_sameo.stream.app import BUNDLED_DETECTOR, BUNDLED_SAM
+
+    if not (BUNDLED_SAM.exists() and BUNDLED_DETECTOR.exists()):
+        pytest.skip("bundled models not present")
+    assert main(["demo", "--out-dir", str(tmp_path), "--frames", "20"]) == 0
+    summary = json.loads((tmp_path / "demo_summary.json").read_text())
+    assert summary["frames"] == 20 and summary["accuracy"]["mIoU"] is not None
