@@ -102,18 +102,23 @@ def evaluate_detector(
     out = cfg.out
     weights = out / "yolov8n_synth.pt"
     shutil.copyfile(best, weights)
-    metrics = YOLO(str(weights)).val(
-        data=str(test_yaml),
-        split="val",
-        imgsz=cfg.imgsz,
-        batch=cfg.batch,
-        device="cpu",
-        plots=False,
-        verbose=False,
-        project=str(out.resolve() / "runs"),
-        name="test",
-        exist_ok=True,
-    )
+
+    def score(single_cls: bool) -> Any:
+        return YOLO(str(weights)).val(
+            data=str(test_yaml),
+            split="val",
+            imgsz=cfg.imgsz,
+            batch=cfg.batch,
+            device="cpu",
+            plots=False,
+            verbose=False,
+            single_cls=single_cls,
+            project=str(out.resolve() / "runs"),
+            name="test_agnostic" if single_cls else "test",
+            exist_ok=True,
+        )
+
+    metrics, agnostic = score(False), score(True)
     result = {
         "weights": str(weights),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
@@ -123,6 +128,8 @@ def evaluate_detector(
             "images": cfg.test_count,
             "box_AP50": float(metrics.box.map50),
             "box_AP50_95": float(metrics.box.map),
+            "box_AP50_class_agnostic": float(agnostic.box.map50),
+            "box_AP50_95_class_agnostic": float(agnostic.box.map),
         },
     }
     from edge_sameo.io import atomic_write_json
