@@ -38,9 +38,35 @@ MODAL_IOU_PREDICTIONS = "modal_iou_predictions"
 #: Symbolic name of the dynamic box axis.
 NUM_BOXES = "num_boxes"
 
+#: Precisions with their own ONNX file beside the fp32 export (bf16 is a runtime setting of
+#: the fp32 graph, not a file); ``calib`` writes the fp16/int8 variants.
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+#: Sidecar beside the graphs: what was kept float and which data calibrated each variant.
+CALIB_META_FILE = "calib_meta.json"
+
 DEFAULT_OPSET = 17
 #: Optimisation profile of the box axis: (min, opt, max).
 DEFAULT_BOX_PROFILE = (1, 8, 64)
+
+
+def precision_onnx_name(graph_file: str, precision: str) -> str:
+    """``("encoder.onnx", "int8") -> "encoder.int8.onnx"``; fp32 returns ``graph_file``."""
+    from edge_sameo.errors import InputError
+
+    if precision not in ONNX_PRECISIONS:
+        raise InputError(
+            f"precision must be one of {', '.join(ONNX_PRECISIONS)}, not {precision!r}"
+        )
+    if not graph_file.endswith(".onnx"):
+        raise InputError(f"{graph_file!r} is not an .onnx file name")
+    if precision == "fp32":
+        return graph_file
+    return f"{graph_file[: -len('.onnx')]}.{precision}.onnx"
+
+
+def precision_onnx_path(directory: str | Path, graph_file: str, precision: str) -> Path:
+    """``directory / precision_onnx_name(graph_file, precision)``."""
+    return Path(directory) / precision_onnx_name(graph_file, precision)
 
 
 @dataclass(frozen=True)

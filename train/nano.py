@@ -24,27 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_sameo.build import CONFIGS
 from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_json
 from edge_sameo.modeling import ModelConfig
 
 #: Sized for real time on a 2-core CPU (see docs/TRAINING.md for the latency table):
 #: 256 px input, 16×16 tokens, 4 narrow blocks; 64×64 low-res masks.
-NANO_CONFIG = ModelConfig(
-    name="nano",
-    img_size=256,
-    patch_size=16,
-    encoder_dim=128,
-    encoder_depth=4,
-    encoder_heads=4,
-    pretrain_img_size=256,
-    embed_dim=64,
-    decoder_depth=2,
-    decoder_heads=4,
-    decoder_mlp_dim=256,
-    upscaling_dims=(32, 16),
-    iou_head_hidden_dim=64,
-)
+NANO_CONFIG: ModelConfig = CONFIGS["nano"]
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_sameo.contract import ExportContract
+from edge_sameo.contract import ExportContract, precision_onnx_path
 from edge_sameo.errors import InputError
 
 
 def precision_file(directory: Path, graph_file: str, precision: str) -> Path:
     """``encoder.onnx`` for fp32, ``encoder.<precision>.onnx`` (written by ``calib``)
     otherwise; a clear error when the graph of that precision was not produced."""
-    if precision in ("fp32", "bf16"):
-        path = directory / graph_file
-    else:
-        stem = graph_file.removesuffix(".onnx")
-        path = directory / f"{stem}.{precision}.onnx"
+    path = precision_onnx_path(directory, graph_file, "fp32" if precision == "bf16" else precision)
     if not path.is_file():
         hint = (
             f"; run: edge-sameo calibrate --onnx {directory} --precision {precision}"
