@@ -21,10 +21,22 @@ from edge_sameo.stream.sources import SyntheticVideoSource
 
 
 def make_detector(spec: str) -> Any:
+    """``gt``: ground-truth boxes (no detector cost); ``WEIGHTS+gt``: run the YOLO (its
+    full cost) but hand on the ground-truth boxes, so every frame carries all its objects
+    (up to 6) whatever the detector's recall; else the YOLO alone."""
     from edge_sameo.stream import GroundTruthDetector, YOLODetector
 
     if spec == "gt":
         return GroundTruthDetector()
+    if spec.endswith("+gt"):
+        yolo, gt = YOLODetector(spec[: -len("+gt")], max_det=6), GroundTruthDetector()
+
+        def both(frame: Any) -> Any:
+            yolo(frame)
+            return gt(frame)
+
+        both.names = gt.names  # type: ignore[attr-defined]
+        return both
     return YOLODetector(spec, max_det=6)
 
 

@@ -20,6 +20,7 @@ def register(sub: Any) -> None:
     p.add_argument("--frames", type=int, default=150, help="frames of the synthetic video")
     p.add_argument("--seed", type=int, default=2024, help="seed of the synthetic video")
     p.add_argument("--detector", help="override the bundled detector (or 'gt')")
+    p.add_argument("--conf", type=float, default=0.25, help="detector confidence threshold")
     from edge_sameo.commands.run import add_model_args
 
     add_model_args(p)
@@ -66,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print_summary(summary, predictor.backend.describe())
     dataset = parse_amodal_coco(gt.doc, source="synthetic ground truth")
-    report = evaluate(dataset, out / "demo_coco.json")
+    # Class-agnostic, as in the SAMEO paper: the masks do not depend on the detector's class.
+    report = evaluate(dataset, out / "demo_coco.json", class_agnostic=True)
     print(report.format_table())
     atomic_write_json(
         out / "demo_summary.json",
