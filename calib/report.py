@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from calib.batcher import ImageBatcher
@@ -35,7 +34,7 @@ from edge_sameo.contract import (
 )
 from edge_sameo.errors import InputError
 from edge_sameo.masks import mask_iou
-from edge_sameo.preprocess import upscale_logits
+from edge_sameo.predictor import best_masks as predictor_best_masks
 
 HEADS = ((LOW_RES_LOGITS, IOU_PREDICTIONS), (MODAL_LOW_RES_LOGITS, MODAL_IOU_PREDICTIONS))
 
@@ -127,11 +126,9 @@ def best_masks(
     logits: NDArray[np.float32], iou: NDArray[np.float32], image_hw: tuple[int, int]
 ) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
     """(N, M, L, L) logits + (N, M) IoU -> (N, H, W) masks of the best candidates and
-    (N,) their indices (the predictor's rule: bicubic upsampling, logit >= 0)."""
-    best = iou.argmax(axis=1)
-    chosen = torch.from_numpy(np.ascontiguousarray(logits[np.arange(len(best)), best]))
-    masks = upscale_logits(chosen[:, None], image_hw)[:, 0] >= 0
-    return masks.numpy(), best
+    (N,) their indices — the predictor's own rule (``edge_sameo.predictor.best_masks``)."""
+    masks, _ = predictor_best_masks(logits, iou, image_hw)
+    return masks, iou.argmax(axis=1)
 
 
 def compare_precision(

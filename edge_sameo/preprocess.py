@@ -73,8 +73,3 @@ def upscale_masks(logits: NDArray[np.float32], image_hw: tuple[int, int]) -> NDA
         up = cv2.resize(chunk, (w, h), interpolation=cv2.INTER_CUBIC)
         out[start : start + 512] = (up.reshape(h, w, -1) >= 0).transpose(2, 0, 1)
     return out
-
-
-def upscale_logits(logits: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-    """(N, M, h, w) low-res logits -> (N, M, H, W), bicubic as the original."""
-    return F.interpolate(logits, image_hw, mode="bicubic", align_corners=False)
