@@ -24,10 +24,10 @@ import io
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -53,6 +53,8 @@ from train.validate import validate
 STATE_FILE = "state.pt"
 SUMMARY_FILE = "summary.json"
 #: Config fields that may change when resuming (they do not change the numbers).
+_T = TypeVar("_T")
+
 RESUMABLE_CHANGES = ("progress", "threads", "save_every", "cache_dir", "val_max_images")
 
 
@@ -260,22 +262,20 @@ def prepare_sets(
     """Prepared training sets and the validation set (built by rank 0 first)."""
     mask_size = model.config.low_res_size * cfg.loss_scale
     specs = list(cfg.train) + ([cfg.val] if cfg.val is not None else [])
-    out: list[PreparedSet] = []
-    for turn in (0, 1):
-        if (turn == 0) == ctx.is_main:
-            for spec in specs:
-                bar = _tqdm(cfg.progress and ctx.is_main, desc=f"prepare {spec.name}", unit="img")
-                with bar:
-                    out.append(
-                        prepare_dataset(
-                            spec,
-                            model.img_size,
-                            mask_size,
-                            cfg.resolved_cache_dir,
-                            bar.update,
-                        )
+
+    def build() -> list[PreparedSet]:
+        built = []
+        for spec in specs:
+            bar = _tqdm(cfg.progress and ctx.is_main, desc=f"prepare {spec.name}", unit="img")
+            with bar:
+                built.append(
+                    prepare_dataset(
+                        spec, model.img_size, mask_size, cfg.resolved_cache_dir, bar.update
                     )
-        ctx.barrier()
+                )
+        return built
+
+    out = _main_rank_first(ctx, build)
     val = out[-1] if cfg.val is not None else None
     return out[: len(cfg.train)], val
 
@@ -288,24 +288,37 @@ def embedding_caches(
     device: torch.device,
 ) -> list[EmbeddingCache]:
     """One cache per prepared set, computed by rank 0 while the others wait."""
-    caches: list[EmbeddingCache] = []
+
+    def build() -> list[EmbeddingCache]:
+        caches = []
+        for ps in sets:
+            bar = _tqdm(cfg.progress and ctx.is_main, desc=f"embed {ps.name}", unit="img")
+            with bar:
+                caches.append(
+                    get_or_build(
+                        model,
+                        ps,
+                        cfg.resolved_cache_dir,
+                        cfg.cache_dtype,
+                        device=device,
+                        progress=bar.update,
+                    )
+                )
+        return caches
+
+    return _main_rank_first(ctx, build)
+
+
+def _main_rank_first(ctx: DistContext, build: Callable[[], _T]) -> _T:
+    """Run ``build`` on the main rank, then (after a barrier) on the others: files it
+    writes (prepared sets, caches) are then only read by the other ranks."""
+    result: _T | None = None
     for turn in (0, 1):
         if (turn == 0) == ctx.is_main:
-            for ps in sets:
-                bar = _tqdm(cfg.progress and ctx.is_main, desc=f"embed {ps.name}", unit="img")
-                with bar:
-                    caches.append(
-                        get_or_build(
-                            model,
-                            ps,
-                            cfg.resolved_cache_dir,
-                            cfg.cache_dtype,
-                            device=device,
-                            progress=bar.update,
-                        )
-                    )
+            result = build()
         ctx.barrier()
-    return caches
+    assert result is not None
+    return result
 
 
 def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
