@@ -328,3 +328,18 @@ def test_detections_validation() -> None:
     with pytest.raises(InputError):
         Detections(np.zeros((2, 4), np.float32), np.zeros(1, np.float32),
                    np.zeros(2, np.int64), np.zeros(2, np.int64))  # fmt: skip
+
+
+def test_run_with_sameo_decoder_over_base(tmp_path: Path) -> None:
+    import torch
+
+    base = dual_tiny()
+    plain = build_model("tiny")
+    plain.load_state_dict({k: v for k, v in base.state_dict().items() if "modal_decoder" not in k})
+    torch.save({"model": plain.state_dict()}, tmp_path / "base.pt")
+    torch.save({"decoder": base.mask_decoder.state_dict()}, tmp_path / "sameo.pt")
+    args = ["run", "--source", "synth:1", "--frames", "2", "--detector", "gt", "--backend", "torch",
+            "--sam", str(tmp_path / "sameo.pt"), "--jsonl", str(tmp_path / "o.jsonl")]  # fmt: skip
+    assert main(args) == 2  # a decoder-only checkpoint needs its base
+    assert main([*args, "--base", str(tmp_path / "base.pt")]) == 0
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 2

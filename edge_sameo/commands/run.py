@@ -17,6 +17,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="EfficientSAM/SAMEO checkpoint or export folder "
         "(default: the bundled edge-sameo nano)",
     )
+    p.add_argument("--base", help="base EfficientSAM checkpoint for a SAMEO decoder-only --sam")
     p.add_argument(
         "--backend",
         default="auto",
@@ -95,6 +96,11 @@ def make_predictor(args: argparse.Namespace) -> Any:
     sam = Path(args.sam) if args.sam else BUNDLED_SAM
     if not sam.exists():
         raise InputError(f"SAM checkpoint/export not found: {sam}")
+    if getattr(args, "base", None):
+        from edge_sameo.checkpoint import load_model
+
+        model = load_model(sam, base=args.base)
+        return AmodalPredictor(model, backend=args.backend, precision=args.precision)
     return AmodalPredictor(sam, backend=args.backend, precision=args.precision)
 
 
