@@ -36,6 +36,10 @@ class DetectorTrainConfig:
     batch: int = 16
     workers: int = 2
     box: str = "visible"
+    #: Continue from these weights instead of training from the yaml.
+    init: Path | None = None
+    lr0: float = 0.01
+    close_mosaic: int = 10
 
     def __post_init__(self) -> None:
         if self.seed == self.test_seed:
@@ -68,7 +72,7 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
     spec.update(path=str(test_dir.resolve()), val="images/train")
     test_yaml.write_text(yaml.safe_dump(spec))
     start = time.time()
-    model = YOLO(cfg.model_yaml)
+    model = YOLO(str(cfg.init) if cfg.init else cfg.model_yaml)
     # An absolute project path: ultralytics prefixes relative ones with runs/<task>/.
     project = out.resolve() / "runs"
     model.train(
@@ -81,7 +85,9 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
         project=str(project),
         name="train",
         exist_ok=True,
-        pretrained=False,
+        pretrained=cfg.init is not None,
+        lr0=cfg.lr0,
+        close_mosaic=cfg.close_mosaic,
         amp=False,
         plots=False,
         seed=0,
@@ -144,9 +150,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-count", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--init", type=Path, help="continue from these weights (else from the yaml)")
+    p.add_argument("--lr0", type=float, default=0.01)
+    p.add_argument("--close-mosaic", type=int, default=10)
     args = p.parse_args(argv)
     cfg = DetectorTrainConfig(
-        out=args.out, train_count=args.train_count, epochs=args.epochs, imgsz=args.imgsz
+        out=args.out,
+        train_count=args.train_count,
+        epochs=args.epochs,
+        imgsz=args.imgsz,
+        init=args.init,
+        lr0=args.lr0,
+        close_mosaic=args.close_mosaic,
     )
     result = train_detector(cfg)
     print(json.dumps(result["held_out"], indent=1))
