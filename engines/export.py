@@ -33,7 +33,7 @@ from edge_sameo.contract import (
 )
 from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_bytes
-from edge_sameo.modeling import EfficientSam
+from edge_sameo.modeling import EfficientSam, set_token_layout
 from edge_sameo.modeling.efficient_sam import PIXEL_MEAN, PIXEL_STD
 from edge_sameo.modeling.image_encoder import Block
 
@@ -64,10 +64,12 @@ class ExportConfig:
 
 
 def inference_copy(model: EfficientSam) -> EfficientSam:
-    """A deep copy prepared for export: explicit attention and a constant pos_embed."""
+    """A deep copy prepared for export: explicit attention, a constant pos_embed and the
+    decoders' upscaling in token layout (no channel transposes)."""
     m = copy.deepcopy(model).eval().float()
     set_fused_attention(m, False)
     m.image_encoder.freeze_pos_embed()
+    set_token_layout(m, True)
     return m
 
 

@@ -5,6 +5,7 @@ import torch
 
 from edge_sameo import CONFIGS, ModelConfig, build_model
 from edge_sameo.checkpoint import config_manifest
+from edge_sameo.modeling import set_token_layout
 from tests.conftest import reference_manifest, seeded_tiny
 
 
@@ -64,6 +65,31 @@ def test_decoding_in_batch_equals_one_by_one() -> None:
             single, iou_s = model.decode_boxes(emb, boxes[i : i + 1])
             torch.testing.assert_close(batched[i : i + 1], single, rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(iou_b[i : i + 1], iou_s, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shared_embedding", [True, False])
+def test_token_layout_decoder_matches_original(shared_embedding: bool) -> None:
+    """The token-layout decoder (export and the fast runtimes) computes the original's
+    numbers: upscaling as per-pixel products, few-key attention without head transposes."""
+    model = seeded_tiny()
+    torch.manual_seed(3)
+    for module in model.mask_decoder.modules():  # non-trivial GroupNorm affine
+        if isinstance(module, torch.nn.GroupNorm):
+            module.weight.data.normal_()
+            module.bias.data.normal_()
+    boxes = torch.tensor([[1.0, 2.0, 60.0, 70.0], [10.0, 10.0, 120.0, 100.0], [5, 5, 30, 30]])
+    with torch.no_grad():
+        emb = model.encode(torch.randn(1 if shared_embedding else 3, 3, 128, 128))
+        original = model.decode_boxes(emb, boxes)
+        set_token_layout(model, True)
+        assert model.mask_decoder.subpixel_upscaling
+        fast = model.decode_boxes(emb, boxes)
+        single = model.decode_boxes(emb[:1], boxes[:1], multimask_output=False)
+        set_token_layout(model, False)
+        single_original = model.decode_boxes(emb[:1], boxes[:1], multimask_output=False)
+    for a, b in zip(fast, original, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(single[0], single_original[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Pure ``nn.Module`` definitions of EfficientSAM (no I/O, no device choice)."""
 
 from edge_sameo.modeling.config import ModelConfig
-from edge_sameo.modeling.efficient_sam import EfficientSam
+from edge_sameo.modeling.efficient_sam import EfficientSam, set_token_layout
 from edge_sameo.modeling.image_encoder import ImageEncoderViT
 from edge_sameo.modeling.mask_decoder import MaskDecoder
 from edge_sameo.modeling.prompt_encoder import PromptEncoder
@@ -14,4 +14,5 @@ __all__ = [
     "ModelConfig",
     "PromptEncoder",
     "TwoWayTransformer",
+    "set_token_layout",
 ]

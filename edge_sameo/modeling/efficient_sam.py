@@ -95,3 +95,12 @@ class EfficientSam(nn.Module):
         if head is None:
             raise ValueError(f"this model has no {decoder!r} decoder")
         return head(image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, multimask_output)
+
+
+def set_token_layout(model: EfficientSam, on: bool) -> None:
+    """Switch every mask decoder between the original code path and the token layout
+    (``MaskDecoder.set_token_layout``): the same numbers, without the channel transposes
+    that dominate CPU runtimes. Export and the fast torch path switch it on."""
+    for decoder in (model.mask_decoder, model.modal_decoder):
+        if decoder is not None:
+            decoder.set_token_layout(on)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edge_sameo.modeling.common import MLPBlock
-from edge_sameo.modeling.transformer import TwoWayTransformer
+from edge_sameo.modeling.transformer import TwoWayAttentionBlock, TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):
@@ -48,6 +49,18 @@ class MaskDecoder(nn.Module):
         self.iou_prediction_head = MLPBlock(
             transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth - 1, nn.GELU
         )
+        #: ``True`` computes the upscaling in the token layout (see ``_upscale_subpixel``):
+        #: the same numbers without the channel transposes around each transposed
+        #: convolution. Export and the fast runtimes switch it on; ``False`` is the
+        #: original code path (the benchmark baseline).
+        self.subpixel_upscaling = False
+
+    def set_token_layout(self, on: bool) -> None:
+        """Token-layout upscaling and few-key image->token attention (same numbers)."""
+        self.subpixel_upscaling = on
+        for layer in self.transformer.layers:
+            assert isinstance(layer, TwoWayAttentionBlock)
+            layer.cross_attn_image_to_token.few_keys = on
 
     def forward(
         self,
@@ -91,13 +104,59 @@ class MaskDecoder(nn.Module):
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
-        upscaled = src.expand(n, -1, -1).transpose(1, 2).reshape(n, c, h, w)
-        for layer in self.final_output_upscaling_layers:
-            upscaled = layer(upscaled)
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
         )
+        if self.subpixel_upscaling:
+            masks = self._upscale_subpixel(src.expand(n, -1, -1), hyper_in, h, w)
+            return masks, self.iou_prediction_head(iou_token_out)
+        upscaled = src.expand(n, -1, -1).transpose(1, 2).reshape(n, c, h, w)
+        for layer in self.final_output_upscaling_layers:
+            upscaled = layer(upscaled)
         b, c, h, w = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
         return masks, self.iou_prediction_head(iou_token_out)
+
+    def _upscale_subpixel(
+        self, src: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int
+    ) -> torch.Tensor:
+        """The upscaling and the hypernetwork product of ``predict_masks`` in token layout.
+
+        A 2×2 stride-2 transposed convolution maps every input pixel to its own 2×2 block
+        of output pixels: it is one matrix product (C_in -> 4·C_out) per pixel. So the
+        (N, h·w, C) tokens are multiplied straight through both layers — GroupNorm(1) is
+        a norm over all of a box's values and GELU is per value, neither cares about the
+        order — and only the (N, K, 4h, 4w) masks are rearranged into image order at the
+        end, instead of transposing the 256- and 64-channel maps around each layer.
+        """
+        n = src.shape[0]
+        x = src  # (N, P, C), P pixels in the order (i, j, a1, b1, a2, b2, ...)
+        for layer in self.final_output_upscaling_layers:
+            assert isinstance(layer, nn.Sequential)
+            deconv, norm, act = layer
+            assert isinstance(deconv, nn.ConvTranspose2d)
+            c_in, c_out = deconv.weight.shape[:2]
+            weight = deconv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
+            x = x @ weight  # (N, P, 4·C_out): the 2×2 block (a, b) of every pixel
+            x = x.reshape(n, -1, c_out)
+            if deconv.bias is not None:
+                x = x + deconv.bias
+            if isinstance(norm, nn.GroupNorm):
+                if norm.num_groups != 1:  # pragma: no cover - EfficientSAM uses GroupNorm(1)
+                    raise ValueError("subpixel upscaling supports GroupNorm(1, C) only")
+                # One group over all of a box's values (any layout): GroupNorm(1).
+                x = F.group_norm(x.reshape(n, 1, -1), 1, eps=norm.eps).reshape(n, -1, c_out)
+                if norm.affine:
+                    x = x * norm.weight + norm.bias
+            x = act(x)
+        masks = x @ hyper_in.transpose(1, 2)  # (N, P, K)
+        levels = len(self.final_output_upscaling_layers)
+        k = masks.shape[-1]
+        # (N, i, j, a1, b1, ..., aL, bL, K) -> (N, K, i, a1..aL, j, b1..bL)
+        masks = masks.reshape(n, h, w, *([2] * (2 * levels)), k)
+        rows = [3 + 2 * t for t in range(levels)]
+        cols = [4 + 2 * t for t in range(levels)]
+        masks = masks.permute(0, 3 + 2 * levels, 1, *rows, 2, *cols)
+        scale = 2**levels
+        return masks.reshape(n, k, h * scale, w * scale)

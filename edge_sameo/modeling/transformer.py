@@ -21,12 +21,18 @@ class TwoWayAttention(nn.Module):
         self.k_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.v_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
+        #: ``True`` computes attention from many queries to a few keys (image -> prompt
+        #: tokens) without splitting the queries into heads (see ``_few_keys``): the same
+        #: numbers without transposing the (N, h·w, C) image side. Off = the original.
+        self.few_keys = False
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.few_keys:
+            return self._few_keys(q, k, v)
         out = attention(
             self._heads(self.q_proj(q)),
             self._heads(self.k_proj(k)),
@@ -35,6 +41,30 @@ class TwoWayAttention(nn.Module):
         )
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
+
+    def _few_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Multi-head attention with the queries kept as (B, Q, C) rows.
+
+        The per-head keys are laid out block-diagonally, (B, C, H·T), so one product
+        gives every head's scores side by side, (B, Q, H·T); each head's values are
+        folded into its slice of ``out_proj``, (B, H·T, D), so one more product gives
+        the projected output. Same sums as the head-split form; worth it when the keys
+        are few (the prompt tokens) and the queries many (the image).
+        """
+        heads, t = self.num_heads, k.shape[1]
+        d = self.internal_dim // heads
+        qp = self.q_proj(q) * (d**-0.5)  # (B, Q, C)
+        kp = self.k_proj(k).reshape(-1, t, heads, d).permute(0, 2, 3, 1)  # (B, H, d, T)
+        eye = torch.eye(heads, dtype=kp.dtype, device=kp.device).reshape(heads, 1, heads, 1)
+        kbd = (kp.unsqueeze(3) * eye).reshape(-1, self.internal_dim, heads * t)
+        scores = qp @ kbd  # (B, Q, H·T)
+        attn = torch.softmax(scores.unflatten(-1, (heads, t)), dim=-1).flatten(2)
+        w_out = self.out_proj.weight.t().reshape(heads, 1, d, -1)  # (H, 1, d, D)
+        vp = self.v_proj(v).reshape(-1, t, heads, d).transpose(1, 2)  # (B, H, T, d)
+        # A broadcast product + sum, not a MatMul: it is part of attention, which int8
+        # recipes keep float, and it is tiny (T prompt tokens).
+        v_out = (vp.unsqueeze(-1) * w_out).sum(3).reshape(vp.shape[0], heads * t, -1)
+        return attn @ v_out + self.out_proj.bias
 
 
 class TwoWayAttentionBlock(nn.Module):
