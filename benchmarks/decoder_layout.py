@@ -104,7 +104,7 @@ def main() -> None:
                     if it:
                         times[layout].append(time.perf_counter() - t)
             a, b = outs["original"][0], outs["token"][0]
-            row = {
+            row: dict[str, Any] = {
                 "runtime": name,
                 "original_ms": 1e3 * statistics.median(times["original"]),
                 "token_ms": 1e3 * statistics.median(times["token"]),
