@@ -100,7 +100,7 @@ class EfficientSam(nn.Module):
 def set_token_layout(model: EfficientSam, on: bool) -> None:
     """Switch every mask decoder between the original code path and the token layout
     (``MaskDecoder.set_token_layout``): the same numbers, without the channel transposes
-    that dominate CPU runtimes. Export and the fast torch path switch it on."""
+    that dominate the CPU runtimes' decoders. Export switches it on."""
     for decoder in (model.mask_decoder, model.modal_decoder):
         if decoder is not None:
             decoder.set_token_layout(on)
