@@ -51,7 +51,7 @@ class MaskDecoder(nn.Module):
         )
         #: ``True`` computes the upscaling in the token layout (see ``_upscale_subpixel``):
         #: the same numbers without the channel transposes around each transposed
-        #: convolution. Export and the fast runtimes switch it on; ``False`` is the
+        #: convolution. Export switches it on; ``False`` is the
         #: original code path (the benchmark baseline).
         self.subpixel_upscaling = False
 
