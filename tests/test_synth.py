@@ -67,6 +67,36 @@ def test_every_shape_is_tight_and_sized(name: str) -> None:
     assert mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any()
 
 
+def _outline_stats(name: str, count: int = 40) -> tuple[list[float], list[float], list[int]]:
+    """Solidity, fill of the min-area rectangle and polygon-approximation vertex count of
+    ``count`` random shapes of class ``name``."""
+    rng = np.random.default_rng(5)
+    solidity, rect_fill, vertices = [], [], []
+    for _ in range(count):
+        mask = np.pad(shape_mask(name, 120, rng).astype(np.uint8), 2)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        c = max(contours, key=cv2.contourArea)
+        area = cv2.contourArea(c)
+        solidity.append(area / cv2.contourArea(cv2.convexHull(c)))
+        w, h = cv2.minAreaRect(c)[1]
+        rect_fill.append(area / (w * h))
+        vertices.append(len(cv2.approxPolyDP(c, 0.03 * cv2.arcLength(c, True), True)))
+    return solidity, rect_fill, vertices
+
+
+def test_shape_families_are_distinct() -> None:
+    # The class must be readable from a whole shape: sharp-cornered boxes, triangles and
+    # pentagons, lobed (non-convex) blobs, convex discs.
+    _, box_fill, box_vertices = _outline_stats("box")
+    assert min(box_fill) > 0.95 and set(box_vertices) == {4}
+    _, _, polygon_vertices = _outline_stats("polygon")
+    assert set(polygon_vertices) <= {3, 5}
+    disc_solidity, _, disc_vertices = _outline_stats("disc")
+    assert min(disc_solidity) > 0.98 and min(disc_vertices) > 5
+    blob_solidity, _, _ = _outline_stats("blob")
+    assert float(np.median(blob_solidity)) < 0.96 and max(blob_solidity) < 0.99
+
+
 def test_ring_has_a_hole() -> None:
     mask = shape_mask("ring", 60, np.random.default_rng(1))
     filled = mask.astype(np.uint8).copy()

@@ -395,3 +395,46 @@ def test_bench_cache_same_numbers(world: dict[str, Path], tmp_path: Path) -> Non
     assert figures["cache_steps_per_s"] > 0 and figures["encode_steps_per_s"] > 0
     # training from the cache is the same computation as encoding every step
     assert figures["max_weight_diff"] < 1e-4
+
+
+# --------------------------------------------------------------------------- nano recipe
+
+
+def test_nano_recipe_end_to_end_then_warm_start(tmp_path: Path) -> None:
+    from train.card import render as render_card
+    from train.nano import NanoRecipe, run_recipe
+
+    tiny_stage = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "warmup_steps": 1}
+    recipe = NanoRecipe(
+        out=tmp_path / "nano",
+        synth={"size": (128, 96), "objects": (2, 3), "clutter": (0, 2)},
+        train_count=3,
+        val_count=1,
+        test_count=2,
+        progress=False,
+        stage1={**tiny_stage, "model": "tiny"},
+        stage2=tiny_stage,
+    )
+    result = run_recipe(recipe)
+    first = load_model(recipe.out / "nano.pt")
+    assert first.modal_decoder is not None and result["warm_start"] is None
+    for key in ("amodal_head_modal_boxes", "amodal_head_amodal_boxes", "modal_head_modal_boxes"):
+        assert 0.0 <= result["test"][key]["inst_mIoU"] <= 1.0, key
+    assert result["test"]["instances"] > 0
+    assert json.loads((recipe.out / "metrics.json").read_text())["test"] == result["test"]
+
+    # Warm start: stage 1 starts from the first model's encoder and modal decoder.
+    warm = recipe.replace(out=tmp_path / "warm", warm_start=recipe.out / "nano.pt")
+    run_recipe(warm)
+    start = load_model(warm.warm_start_model)
+    assert start.modal_decoder is None  # one decoder: the one stage 1 trained
+    ref_dec, got_dec = first.modal_decoder.state_dict(), start.mask_decoder.state_dict()
+    assert all(torch.equal(ref_dec[k], got_dec[k]) for k in ref_dec)
+    ref_enc, got_enc = first.image_encoder.state_dict(), start.image_encoder.state_dict()
+    assert all(torch.equal(ref_enc[k], got_enc[k]) for k in ref_enc)
+    metrics = json.loads((warm.out / "metrics.json").read_text())
+    assert Path(metrics["stage1"]["config"]["init"]) == warm.warm_start_model
+    card = render_card(metrics)
+    assert f"--set warm_start={recipe.out / 'nano.pt'}" in card and "Gate (issue #5)" in card
+    assert "from random weights" in render_card(result)
+    assert load_model(warm.out / "nano.pt").modal_decoder is not None

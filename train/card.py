@@ -63,6 +63,18 @@ def render(metrics: Mapping[str, Any]) -> str:
     data = metrics["data"]
     tr, va, te = data["train"], data["val"], data["test"]
     synth = f", {json.dumps(data['synth'])}" if data["synth"] else ""
+    config_file = metrics.get("config_file") or "configs/nano.yaml"
+    command = f"python -m train nano --config {config_file}"
+    warm = metrics.get("warm_start")
+    if warm:
+        command += f" --set warm_start={warm}"
+        start = (
+            f"from the stage-1 model inside `{warm}` (its encoder and modal decoder; see "
+            f"`{config_file}` for where it comes from)"
+        )
+    else:
+        command += "     # or: edge-sameo train nano"
+        start = "from random weights"
     out = [
         "# edge-sameo nano",
         "",
@@ -101,10 +113,10 @@ def render(metrics: Mapping[str, Any]) -> str:
         "## Training",
         "",
         "```bash",
-        "python -m train nano --config configs/nano.yaml     # or: edge-sameo train nano",
+        command,
         "```",
         "",
-        f"* Stage 1 (full training, visible masks, modal boxes): "
+        f"* Stage 1 (full training {start}, visible masks, modal boxes): "
         f"{s1['summary']['epochs']} epochs × {s1['summary']['steps_per_epoch']} steps, batch "
         f"{s1['config']['batch_size']}, lr {s1['config']['lr']}, "
         f"{s1['summary']['elapsed_s'] / 60:.1f} min.",

@@ -38,7 +38,10 @@ class DetectorTrainConfig:
     box: str = "visible"
     #: Continue from these weights instead of training from the yaml.
     init: Path | None = None
-    lr0: float = 0.01
+    #: ultralytics' optimizer; with "auto" it picks the optimizer *and* the learning
+    #: rate from the schedule's length, ignoring ``lr0``.
+    optimizer: str = "auto"
+    lr0: float | None = None
     close_mosaic: int = 10
 
     def __post_init__(self) -> None:
@@ -46,6 +49,10 @@ class DetectorTrainConfig:
             raise ValueError("the held-out test seed must differ from the training seed")
         if min(self.train_count, self.test_count, self.epochs, self.batch, self.imgsz) < 1:
             raise ValueError("counts, epochs, batch and imgsz must be positive")
+        if self.lr0 is not None and self.optimizer == "auto":
+            raise ValueError(
+                "lr0 needs an explicit optimizer (ultralytics' 'auto' sets its own lr0)"
+            )
 
 
 def _offline_env() -> None:
@@ -86,7 +93,8 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
         name="train",
         exist_ok=True,
         pretrained=cfg.init is not None,
-        lr0=cfg.lr0,
+        optimizer=cfg.optimizer,
+        **({} if cfg.lr0 is None else {"lr0": cfg.lr0}),
         close_mosaic=cfg.close_mosaic,
         amp=False,
         plots=False,
@@ -96,7 +104,19 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
     )
     train_s = time.time() - start
     save_dir = Path(getattr(model.trainer, "save_dir", project / "train"))
-    return evaluate_detector(cfg, save_dir / "weights" / "best.pt", train_s, test_yaml)
+    result = evaluate_detector(cfg, save_dir / "weights" / "best.pt", train_s, test_yaml)
+    export_openvino(Path(result["weights"]), cfg.imgsz)
+    return result
+
+
+def export_openvino(weights: Path, imgsz: int) -> Path:
+    """The app's default CPU detector: ``weights`` exported to OpenVINO beside them
+    (``<stem>_openvino_model/``, fp16 weights, static ``imgsz``)."""
+    _offline_env()
+    from ultralytics import YOLO
+
+    folder = YOLO(str(weights)).export(format="openvino", imgsz=imgsz, half=True)
+    return Path(folder)
 
 
 def evaluate_detector(
@@ -151,18 +171,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--init", type=Path, help="continue from these weights (else from the yaml)")
-    p.add_argument("--lr0", type=float, default=0.01)
+    p.add_argument(
+        "--optimizer", default="auto", help="ultralytics optimizer (auto: its choice and lr)"
+    )
+    p.add_argument("--lr0", type=float, help="initial lr (needs --optimizer other than auto)")
     p.add_argument("--close-mosaic", type=int, default=10)
     args = p.parse_args(argv)
-    cfg = DetectorTrainConfig(
-        out=args.out,
-        train_count=args.train_count,
-        epochs=args.epochs,
-        imgsz=args.imgsz,
-        init=args.init,
-        lr0=args.lr0,
-        close_mosaic=args.close_mosaic,
-    )
+    try:
+        cfg = DetectorTrainConfig(
+            out=args.out,
+            train_count=args.train_count,
+            epochs=args.epochs,
+            imgsz=args.imgsz,
+            init=args.init,
+            optimizer=args.optimizer,
+            lr0=args.lr0,
+            close_mosaic=args.close_mosaic,
+        )
+    except ValueError as exc:
+        p.error(str(exc))
     result = train_detector(cfg)
     print(json.dumps(result["held_out"], indent=1))
     return 0

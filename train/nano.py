@@ -48,11 +48,19 @@ class NanoRecipe:
     test_count: int = 300
     threads: int = 1
     progress: bool = True
+    #: Start stage 1 from the stage-1 model inside this edge-sameo nano checkpoint (its
+    #: encoder and modal decoder) instead of random weights: a retraining of a bundled
+    #: model on a changed world, or a longer schedule in two runs.
+    warm_start: Path | None = None
+    #: The YAML this recipe came from (recorded in metrics.json and the model card).
+    config_file: str | None = None
     stage1: Mapping[str, Any] = field(default_factory=dict)
     stage2: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
+        if self.warm_start is not None:
+            object.__setattr__(self, "warm_start", Path(self.warm_start))
         seeds = {self.train_seed, self.val_seed, self.test_seed}
         if len(seeds) != 3:
             raise InputError("train, val and test seeds must differ (held-out data)")
@@ -78,6 +86,8 @@ class NanoRecipe:
                 data[key] = value
         if out is not None:
             data["out"] = out
+        if path is not None:
+            data.setdefault("config_file", str(path))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -93,6 +103,10 @@ class NanoRecipe:
     def runs(self) -> Path:
         return self.out / "runs"
 
+    @property
+    def warm_start_model(self) -> Path:
+        return self.out / "warm_start.pt"
+
 
 def stage_configs(recipe: NanoRecipe) -> tuple[Any, Any]:
     """The TrainConfigs of stage 1 and stage 2."""
@@ -105,11 +119,15 @@ def stage_configs(recipe: NanoRecipe) -> tuple[Any, Any]:
         "progress": recipe.progress,
         "seed": recipe.train_seed,
     }
+    warm: dict[str, Any] = {}
+    if recipe.warm_start is not None:
+        warm["init"] = recipe.warm_start_model
     s1 = TrainConfig(
         **{
             "out": recipe.runs / "stage1",
             "train": [recipe.data_json("train")],
             "model": "nano",
+            **warm,
             "mode": "full",
             "target": "visible",
             "amodal_box_prob": 0.0,
@@ -132,6 +150,18 @@ def stage_configs(recipe: NanoRecipe) -> tuple[Any, Any]:
         }
     )
     return s1, s2
+
+
+def write_warm_start(source: Path, dest: Path) -> None:
+    """The stage-1 model inside a nano checkpoint: its encoders, with the modal decoder
+    (what stage 1 trained) as the mask decoder and no second decoder."""
+    from edge_sameo.checkpoint import load_model, save_model
+
+    model = load_model(source)
+    if model.modal_decoder is not None:
+        model.mask_decoder = model.modal_decoder
+        model.modal_decoder = None
+    save_model(model, dest, {"warm_start_from": str(source)})
 
 
 def make_data(recipe: NanoRecipe) -> dict[str, float]:
@@ -191,6 +221,8 @@ def run_recipe(recipe: NanoRecipe) -> dict[str, Any]:
     t0 = time.perf_counter()
     recipe.out.mkdir(parents=True, exist_ok=True)
     data_s = make_data(recipe)
+    if recipe.warm_start is not None and not recipe.warm_start_model.is_file():
+        write_warm_start(recipe.warm_start, recipe.warm_start_model)
     s1, s2 = stage_configs(recipe)
     sum1 = fit(s1, resume=True)
     sum2 = fit(s2, resume=True)
@@ -213,6 +245,8 @@ def run_recipe(recipe: NanoRecipe) -> dict[str, Any]:
             "generate_s": data_s,
             "synth": dict(recipe.synth),
         },
+        "warm_start": None if recipe.warm_start is None else str(recipe.warm_start),
+        "config_file": recipe.config_file,
         "stage1": {"config": s1.to_dict(), "summary": sum1},
         "stage2": {"config": s2.to_dict(), "summary": sum2},
         "test": test,

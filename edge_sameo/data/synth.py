@@ -2,8 +2,9 @@
 
 Scenes are composed layer by layer (background and clutter, then objects back to front),
 so every object's complete (amodal) mask and its visible (modal) mask are known exactly.
-Object class = shape family (``CLASS_NAMES``), which keeps detection learnable; textures
-are random. Everything is a pure function of the seed: the same ``(seed, index)`` gives
+Object class = shape family (``CLASS_NAMES``), drawn so that a whole shape names its class
+(sharp-cornered boxes, triangles and pentagons, lobed blobs, elliptic discs; scenes made
+before 2026-12-01 rounded some boxes and polygons and differ); textures are random. Everything is a pure function of the seed: the same ``(seed, index)`` gives
 the same pixels on every machine (only numpy's PCG64 and OpenCV's integer rasteriser are
 involved).
 
@@ -220,6 +221,9 @@ def _shape_polygons(
     """Outline (N, 2) and optional hole of a shape of class ``name``, unit scale, centred."""
     theta_rot = rng.uniform(0, 2 * math.pi)
     hole = None
+    # The families are drawn so that a whole shape names its class (a detector can learn
+    # it): boxes and polygons keep sharp corners, polygons are irregular triangles or
+    # pentagons (4 vertices would read as a box, more as a disc), blobs always have visible lobes.
     if name == "disc":
         t = np.linspace(0, 2 * math.pi, 48, endpoint=False)
         ry = rng.uniform(0.55, 1.0)
@@ -227,15 +231,12 @@ def _shape_polygons(
     elif name == "box":
         a = rng.uniform(0.55, 1.0)
         pts = np.array([[-1, -a], [1, -a], [1, a], [-1, a]], np.float64)
-        if rng.random() < 0.5:
-            pts = _chaikin(pts, 3)
     elif name == "polygon":
-        n = int(rng.integers(3, 8))
-        t = np.sort(rng.uniform(0, 2 * math.pi, n)) if n > 3 else np.array([0.0, 2.1, 4.2])
-        r = rng.uniform(0.7, 1.0, n)
+        n = int(rng.choice([3, 5]))
+        step = 2 * math.pi / n
+        t = np.arange(n) * step + rng.uniform(-0.2, 0.2, n) * step
+        r = rng.uniform(0.8, 1.0, n)
         pts = np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
-        if rng.random() < 0.5:
-            pts = _chaikin(pts, 2)
     elif name == "star":
         n = int(rng.integers(4, 8))
         t = np.linspace(0, 2 * math.pi, 2 * n, endpoint=False)
@@ -255,8 +256,11 @@ def _shape_polygons(
     elif name == "blob":
         t = np.linspace(0, 2 * math.pi, 64, endpoint=False)
         r = np.ones_like(t)
-        for k in (2, 3, 4):
-            r += rng.uniform(0.0, 0.25 / k * 2) * np.sin(k * t + rng.uniform(0, 2 * math.pi))
+        # One dominant lobe frequency (3 or 4 clear lobes) plus a weaker wobble.
+        k_main = int(rng.integers(3, 5))
+        r += rng.uniform(0.16, 0.24) * np.sin(k_main * t + rng.uniform(0, 2 * math.pi))
+        k_side = int(rng.integers(2, 5))
+        r += rng.uniform(0.0, 0.08) * np.sin(k_side * t + rng.uniform(0, 2 * math.pi))
         pts = np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
     else:  # pragma: no cover - SynthConfig validates class names
         raise InputError(f"unknown shape {name!r}")

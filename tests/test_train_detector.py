@@ -1,0 +1,43 @@
+"""train.detector: config checks and a tiny end-to-end run of ultralytics' trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from train.detector import DetectorTrainConfig, main, train_detector
+
+
+def test_config_rejects_bad_values(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="held-out"):
+        DetectorTrainConfig(out=tmp_path, seed=5, test_seed=5)
+    with pytest.raises(ValueError, match="positive"):
+        DetectorTrainConfig(out=tmp_path, epochs=0)
+    # ultralytics' "auto" optimizer ignores lr0: asking for one without an optimizer is an error.
+    with pytest.raises(ValueError, match="explicit optimizer"):
+        DetectorTrainConfig(out=tmp_path, lr0=0.003)
+    assert DetectorTrainConfig(out=tmp_path, optimizer="SGD", lr0=0.003).lr0 == 0.003
+
+
+def test_cli_usage_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path), "--lr0", "0.003"])
+    assert exc.value.code == 2
+    assert "explicit optimizer" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_training_scores_held_out_and_exports_openvino(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    cfg = DetectorTrainConfig(
+        out=tmp_path / "det", train_count=12, test_count=4, imgsz=64, epochs=1, batch=4, workers=0
+    )
+    result = train_detector(cfg)
+    held = result["held_out"]
+    assert held["seed"] == cfg.test_seed and held["images"] == 4
+    for key in ("box_AP50", "box_AP50_95", "box_AP50_class_agnostic"):
+        assert 0.0 <= held[key] <= 1.0, key
+    assert (tmp_path / "det" / "yolov8n_synth.pt").is_file()
+    folder = tmp_path / "det" / "yolov8n_synth_openvino_model"
+    assert (folder / "yolov8n_synth.xml").is_file() and (folder / "metadata.yaml").is_file()
