@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_sameo.data import SynthConfig
 from train.detector import DetectorTrainConfig, main, train_detector
 
 
@@ -38,6 +39,11 @@ def test_tiny_training_scores_held_out_and_exports_openvino(tmp_path: Path) -> N
     assert held["seed"] == cfg.test_seed and held["images"] == 4
     for key in ("box_AP50", "box_AP50_95", "box_AP50_class_agnostic"):
         assert 0.0 <= held[key] <= 1.0, key
+    per_class = held["per_class"]
+    assert set(per_class) == set(SynthConfig().classes)
+    found = sum(c["as_itself"] + sum(c["confused_with"].values()) for c in per_class.values())
+    assert found == sum(c["ground_truth"] for c in per_class.values()) > 0
     assert (tmp_path / "det" / "yolov8n_synth.pt").is_file()
+    assert (tmp_path / "det" / "confusion_matrix.png").is_file()
     folder = tmp_path / "det" / "yolov8n_synth_openvino_model"
     assert (folder / "yolov8n_synth.xml").is_file() and (folder / "metadata.yaml").is_file()

@@ -130,13 +130,14 @@ def evaluate_detector(
     shutil.copyfile(best, weights)
 
     def score(single_cls: bool) -> Any:
+        # plots=True: ultralytics fills its confusion matrix only when it plots.
         return YOLO(str(weights)).val(
             data=str(test_yaml),
             split="val",
             imgsz=cfg.imgsz,
             batch=cfg.batch,
             device="cpu",
-            plots=False,
+            plots=not single_cls,
             verbose=False,
             single_cls=single_cls,
             project=str(out.resolve() / "runs"),
@@ -145,6 +146,9 @@ def evaluate_detector(
         )
 
     metrics, agnostic = score(False), score(True)
+    figure = Path(metrics.save_dir) / "confusion_matrix_normalized.png"
+    if figure.is_file():
+        shutil.copyfile(figure, out / "confusion_matrix.png")
     result = {
         "weights": str(weights),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
@@ -156,12 +160,38 @@ def evaluate_detector(
             "box_AP50_95": float(metrics.box.map),
             "box_AP50_class_agnostic": float(agnostic.box.map50),
             "box_AP50_95_class_agnostic": float(agnostic.box.map),
+            "per_class": per_class_report(metrics),
         },
     }
     from edge_sameo.io import atomic_write_json
 
     atomic_write_json(out / "metrics.json", result)
     return result
+
+
+def per_class_report(metrics: Any) -> dict[str, dict[str, Any]]:
+    """Per class of an ultralytics ``val`` result: AP50, ground-truth count, how many
+    were detected as that class, and the classes (or "not found") the rest went to."""
+    names: dict[int, str] = dict(metrics.names)
+    ap50 = dict(zip((int(i) for i in metrics.box.ap_class_index), metrics.box.ap50, strict=True))
+    # ultralytics: matrix[predicted, true]; the last row/column is background.
+    matrix = metrics.confusion_matrix.matrix
+    n = len(names)
+    report: dict[str, dict[str, Any]] = {}
+    for j, name in names.items():
+        column = matrix[:, j]
+        wrong = {
+            ("not found" if i == n else names[i]): int(column[i])
+            for i in range(n + 1)
+            if i != j and column[i] > 0
+        }
+        report[name] = {
+            "AP50": float(ap50[j]) if j in ap50 else None,
+            "ground_truth": int(column.sum()),
+            "as_itself": int(column[j]),
+            "confused_with": dict(sorted(wrong.items(), key=lambda kv: -kv[1])),
+        }
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
