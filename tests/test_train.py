@@ -437,4 +437,5 @@ def test_nano_recipe_end_to_end_then_warm_start(tmp_path: Path) -> None:
     card = render_card(metrics)
     assert f"--set warm_start={recipe.out / 'nano.pt'}" in card and "Gate (issue #5)" in card
     assert "from random weights" in render_card(result)
+    assert "\n* a note on the data\n" in render_card({**result, "notes": ["a note on the data"]})
     assert load_model(warm.out / "nano.pt").modal_decoder is not None

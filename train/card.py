@@ -127,6 +127,7 @@ def render(metrics: Mapping[str, Any]) -> str:
         f"{s2['config']['lr']}, {s2['summary']['elapsed_s'] / 60:.1f} min.",
         f"* Training time: {metrics['train_s'] / 60:.1f} min on 2 shared CPU cores, one torch "
         "thread (loss Dice + 20 · Focal + 0.05 · IoU-L1; see docs/TRAINING.md).",
+        *(f"* {note}" for note in metrics.get("notes", [])),
         "",
         "## Quality (held-out test seed)",
         "",
