@@ -4,9 +4,9 @@ Scenes are composed layer by layer (background and clutter, then objects back to
 so every object's complete (amodal) mask and its visible (modal) mask are known exactly.
 Object class = shape family (``CLASS_NAMES``), drawn so that a whole shape names its class
 (sharp-cornered boxes, triangles and pentagons, lobed blobs, elliptic discs; scenes made
-before 2026-12-01 rounded some boxes and polygons and differ); textures are random. Everything is a pure function of the seed: the same ``(seed, index)`` gives
-the same pixels on every machine (only numpy's PCG64 and OpenCV's integer rasteriser are
-involved).
+before 2026-12-01 rounded some boxes and polygons and differ); textures are random.
+Everything is a pure function of the seed: the same ``(seed, index)`` gives the same
+pixels on every machine (only numpy's PCG64 and OpenCV's integer rasteriser are involved).
 
 Coordinate frames: images are (H, W, 3) uint8 RGB; masks (H, W) bool; a sprite's
 position is the integer pixel ``(x, y)`` of its top-left corner in the image.
