@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from train.score import detector_test_yaml, score_detector
+
 
 @dataclass(frozen=True)
 class DetectorTrainConfig:
@@ -55,29 +57,25 @@ class DetectorTrainConfig:
             )
 
 
-def _offline_env() -> None:
+def offline_env() -> None:
     # ultralytics must never reach the network nor pip-install extras at run time.
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 
 
 def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
-    _offline_env()
-    import yaml
+    offline_env()
     from ultralytics import YOLO
 
     from edge_sameo.data import SynthConfig, export_yolo
 
     out = cfg.out
-    data_dir, test_dir = out / "data" / "train", out / "data" / "test"
+    data_dir = out / "data" / "train"
     synth = SynthConfig(size=cfg.size)
     export_yolo(data_dir, cfg.train_count, cfg.seed, synth, val_fraction=0.1, box=cfg.box)
-    export_yolo(test_dir, cfg.test_count, cfg.test_seed, synth, val_fraction=0.0, box=cfg.box)
-    # The held-out set is scored as a whole: a yaml whose "val" split is all of it.
-    test_yaml = test_dir / "test.yaml"
-    spec = yaml.safe_load((test_dir / "data.yaml").read_text())
-    spec.update(path=str(test_dir.resolve()), val="images/train")
-    test_yaml.write_text(yaml.safe_dump(spec))
+    test_yaml = detector_test_yaml(
+        out / "data" / "test", cfg.test_count, cfg.test_seed, cfg.box, cfg.size
+    )
     start = time.time()
     model = YOLO(str(cfg.init) if cfg.init else cfg.model_yaml)
     # An absolute project path: ultralytics prefixes relative ones with runs/<task>/.
@@ -112,7 +110,7 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
 def export_openvino(weights: Path, imgsz: int) -> Path:
     """The app's default CPU detector: ``weights`` exported to OpenVINO beside them
     (``<stem>_openvino_model/``, fp16 weights, static ``imgsz``)."""
-    _offline_env()
+    offline_env()
     from ultralytics import YOLO
 
     folder = YOLO(str(weights)).export(format="openvino", imgsz=imgsz, half=True)
@@ -123,45 +121,17 @@ def evaluate_detector(
     cfg: DetectorTrainConfig, best: Path, train_s: float, test_yaml: Path
 ) -> dict[str, Any]:
     """Copy the best weights beside the model card and score them on the held-out set."""
-    from ultralytics import YOLO
-
     out = cfg.out
     weights = out / "yolov8n_synth.pt"
     shutil.copyfile(best, weights)
-
-    def score(single_cls: bool) -> Any:
-        # plots=True: ultralytics fills its confusion matrix only when it plots.
-        return YOLO(str(weights)).val(
-            data=str(test_yaml),
-            split="val",
-            imgsz=cfg.imgsz,
-            batch=cfg.batch,
-            device="cpu",
-            plots=not single_cls,
-            verbose=False,
-            single_cls=single_cls,
-            project=str(out.resolve() / "runs"),
-            name="test_agnostic" if single_cls else "test",
-            exist_ok=True,
-        )
-
-    metrics, agnostic = score(False), score(True)
-    figure = Path(metrics.save_dir) / "confusion_matrix_normalized.png"
-    if figure.is_file():
+    held_out, figure = score_detector(weights, test_yaml, cfg.imgsz, out / "runs", cfg.batch)
+    if figure is not None:
         shutil.copyfile(figure, out / "confusion_matrix.png")
     result = {
         "weights": str(weights),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "train_seconds": round(train_s, 1),
-        "held_out": {
-            "seed": cfg.test_seed,
-            "images": cfg.test_count,
-            "box_AP50": float(metrics.box.map50),
-            "box_AP50_95": float(metrics.box.map),
-            "box_AP50_class_agnostic": float(agnostic.box.map50),
-            "box_AP50_95_class_agnostic": float(agnostic.box.map),
-            "per_class": per_class_report(metrics),
-        },
+        "held_out": {"seed": cfg.test_seed, "images": cfg.test_count, **held_out},
     }
     from edge_sameo.io import atomic_write_json
 

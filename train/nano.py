@@ -185,31 +185,10 @@ def make_data(recipe: NanoRecipe) -> dict[str, float]:
 
 def test_model(recipe: NanoRecipe, model_path: Path) -> dict[str, Any]:
     """Held-out scores: amodal head with modal and amodal box prompts, modal head."""
-    import torch
+    from train.score import score_nano
 
-    from edge_sameo.checkpoint import load_model
-    from train.config import DatasetSpec
-    from train.data import prepare_dataset
-    from train.validate import predict_set, score
-
-    if recipe.threads:
-        torch.set_num_threads(recipe.threads)
-    model = load_model(model_path)
-    spec = DatasetSpec(recipe.data_json("test"), name="test")
-    ps = prepare_dataset(spec, model.img_size, model.config.low_res_size, recipe.out / "cache")
-    ds = ps.load_source()
-    out: dict[str, Any] = {
-        "seed": recipe.test_seed,
-        "scenes": recipe.test_count,
-        "images": ps.num_images,
-        "instances": ps.num_instances,
-    }
-    for prompt in ("modal", "amodal"):
-        out[f"amodal_head_{prompt}_boxes"] = score(ds, predict_set(model, ps, prompt), "amodal")
-    out["modal_head_modal_boxes"] = score(
-        ds, predict_set(model, ps, "modal", decoder="modal"), "visible"
-    )
-    return out
+    test = score_nano(model_path, recipe.data_json("test"), recipe.out / "cache", recipe.threads)
+    return {"seed": recipe.test_seed, "scenes": recipe.test_count, **test}
 
 
 def run_recipe(recipe: NanoRecipe) -> dict[str, Any]:

@@ -1,0 +1,268 @@
+"""Score trained models on fresh synthetic scenes: the model cards' held-out figures,
+and the quality gates of issue #5, on any seed.
+
+    python -m train test --seed 31337                 # both bundled models, 300 scenes
+    python -m train test --seed 31337 --only nano --nano my_run/nano.pt
+
+The nano model is scored as in its card (``train.nano``): every instance of the set
+prompted with its modal box and with its amodal box, the amodal head against amodal
+masks next to the visible-mask baseline (the modal head's mask taken as the amodal
+one). The detector is scored as in its card (``train.detector``): box AP50 per class
+and class-agnostic with ultralytics' ``val`` at the training input size. A seed that
+trained or selected the model is named in a warning: those scenes are not held out.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_sameo.errors import InputError
+
+#: Quality gates of issue #5 (held-out synthetic scenes).
+GATE_OCCLUDED = 0.85
+GATE_MARGIN = 0.15
+GATE_AP50 = 0.90
+
+NANO = Path("models/nano/nano.pt")
+DETECTOR = Path("models/detector/yolov8n_synth.pt")
+
+
+# --------------------------------------------------------------------------- nano
+
+
+def score_nano(
+    model_path: Path, test_json: Path, cache_dir: Path, threads: int = 1
+) -> dict[str, Any]:
+    """The amodal head with modal and with amodal box prompts, and the modal head (its
+    visible masks, the baseline), on the COCO-amodal set ``test_json``."""
+    import torch
+
+    from edge_sameo.checkpoint import load_model
+    from train.config import DatasetSpec
+    from train.data import prepare_dataset
+    from train.validate import predict_set, score
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_model(model_path)
+    if model.modal_decoder is None:
+        raise InputError(f"{model_path}: no modal decoder (the visible baseline needs one)")
+    spec = DatasetSpec(test_json, name="test")
+    ps = prepare_dataset(spec, model.img_size, model.config.low_res_size, cache_dir)
+    ds = ps.load_source()
+    out: dict[str, Any] = {"images": ps.num_images, "instances": ps.num_instances}
+    for prompt in ("modal", "amodal"):
+        out[f"amodal_head_{prompt}_boxes"] = score(ds, predict_set(model, ps, prompt), "amodal")
+    out["modal_head_modal_boxes"] = score(
+        ds, predict_set(model, ps, "modal", decoder="modal"), "visible"
+    )
+    return out
+
+
+def nano_gate(test: Mapping[str, Any]) -> tuple[bool, float | None, float | None]:
+    """(met, occluded mIoU, baseline) with modal boxes — the boxes a detector gives."""
+    m = test["amodal_head_modal_boxes"]
+    occ, base = m.get("inst_mIoU_occluded"), m.get("inst_baseline_mIoU_occluded")
+    met = occ is not None and base is not None
+    met = met and occ >= GATE_OCCLUDED and occ - base >= GATE_MARGIN
+    return bool(met), occ, base
+
+
+# --------------------------------------------------------------------------- detector
+
+
+def detector_test_yaml(
+    folder: Path,
+    count: int,
+    seed: int,
+    box: str = "visible",
+    size: tuple[int, int] = (640, 480),
+) -> Path:
+    """``count`` scenes from ``seed`` in YOLO layout under ``folder``, and a data yaml whose
+    validation split is all of them (ultralytics scores its "val" split)."""
+    import yaml
+
+    from edge_sameo.data import SynthConfig, export_yolo
+
+    export_yolo(folder, count, seed, SynthConfig(size=size), val_fraction=0.0, box=box)
+    spec = yaml.safe_load((folder / "data.yaml").read_text())
+    spec.update(path=str(folder.resolve()), val="images/train")
+    test_yaml = folder / "test.yaml"
+    test_yaml.write_text(yaml.safe_dump(spec))
+    return test_yaml
+
+
+def score_detector(
+    weights: Path, test_yaml: Path, imgsz: int, runs: Path, batch: int = 16
+) -> tuple[dict[str, Any], Path | None]:
+    """Box AP50 / AP50-95 per class and class-agnostic, per-class report; and the
+    normalised confusion matrix ultralytics drew (None if it drew none)."""
+    from ultralytics import YOLO
+
+    from train.detector import offline_env, per_class_report
+
+    offline_env()
+
+    def val(single_cls: bool) -> Any:
+        # plots=True: ultralytics fills its confusion matrix only when it plots.
+        return YOLO(str(weights)).val(
+            data=str(test_yaml),
+            split="val",
+            imgsz=imgsz,
+            batch=batch,
+            device="cpu",
+            plots=not single_cls,
+            verbose=False,
+            single_cls=single_cls,
+            project=str(runs.resolve()),
+            name="test_agnostic" if single_cls else "test",
+            exist_ok=True,
+        )
+
+    metrics, agnostic = val(False), val(True)
+    figure = Path(metrics.save_dir) / "confusion_matrix_normalized.png"
+    result = {
+        "box_AP50": float(metrics.box.map50),
+        "box_AP50_95": float(metrics.box.map),
+        "box_AP50_class_agnostic": float(agnostic.box.map50),
+        "box_AP50_95_class_agnostic": float(agnostic.box.map),
+        "per_class": per_class_report(metrics),
+    }
+    return result, (figure if figure.is_file() else None)
+
+
+# --------------------------------------------------------------------------- both
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    seed: int
+    out: Path
+    count: int = 300
+    nano: Path | None = NANO
+    detector: Path | None = DETECTOR
+    imgsz: int | None = None
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise InputError(f"--count must be at least 1, got {self.count}")
+        if self.nano is None and self.detector is None:
+            raise InputError("nothing to score: no nano model and no detector")
+        for path in (self.nano, self.detector):
+            if path is not None and not Path(path).is_file():
+                raise InputError(f"model not found: {path}")
+
+
+def _card_metrics(model: Path) -> dict[str, Any]:
+    path = model.parent / "metrics.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def used_seeds(model: Path, kind: str) -> dict[int, str]:
+    """Seeds that trained or selected ``model``, from the metrics.json beside it."""
+    m = _card_metrics(model)
+    seeds: dict[int, str] = {}
+    if kind == "nano":
+        data = m.get("data", {})
+        for split, role in (("train", "training"), ("val", "model selection")):
+            if isinstance(data.get(split), dict) and "seed" in data[split]:
+                seeds[int(data[split]["seed"])] = role
+    elif "seed" in m.get("config", {}):
+        seeds[int(m["config"]["seed"])] = "training and model selection"
+    return seeds
+
+
+def detector_imgsz(weights: Path, default: int = 320) -> int:
+    """The input size the detector was trained at (its metrics.json), else ``default``."""
+    return int(_card_metrics(weights).get("config", {}).get("imgsz", default))
+
+
+def run_scores(cfg: ScoreConfig) -> dict[str, Any]:
+    """Generate the scenes (kept in ``cfg.out``; reused when there) and score."""
+    from edge_sameo.data import SynthConfig, generate_dataset
+
+    result: dict[str, Any] = {"seed": cfg.seed, "scenes": cfg.count}
+    for model, kind in ((cfg.nano, "nano"), (cfg.detector, "detector")):
+        if model is not None and cfg.seed in used_seeds(model, kind):
+            role = used_seeds(model, kind)[cfg.seed]
+            print(
+                f"warning: seed {cfg.seed} is the {role} seed of {model}: these scenes are "
+                "not held out",
+                file=sys.stderr,
+            )
+    if cfg.nano is not None:
+        test_json = cfg.out / "nano_data" / "annotations.json"
+        if not test_json.is_file():
+            generate_dataset(test_json.parent, cfg.count, cfg.seed, SynthConfig())
+        test = score_nano(cfg.nano, test_json, cfg.out / "cache", cfg.threads)
+        result["nano"] = {"model": str(cfg.nano), **test, "gate_met": nano_gate(test)[0]}
+    if cfg.detector is not None:
+        imgsz = cfg.imgsz or detector_imgsz(cfg.detector)
+        folder = cfg.out / "detector_data"
+        test_yaml = folder / "test.yaml"
+        if not test_yaml.is_file():
+            test_yaml = detector_test_yaml(folder, cfg.count, cfg.seed)
+        held_out, _ = score_detector(cfg.detector, test_yaml, imgsz, cfg.out / "runs")
+        met = held_out["box_AP50"] >= GATE_AP50
+        result["detector"] = {
+            "weights": str(cfg.detector),
+            "imgsz": imgsz,
+            **held_out,
+            "gate_met": met,
+        }
+    return result
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * float(v):.1f}"
+
+
+def report(result: Mapping[str, Any]) -> str:
+    """The figures as the model cards show them, with the gates' verdicts."""
+    from train.card import quality_table
+
+    lines = [f"# fresh synthetic scenes: seed {result['seed']}, {result['scenes']} scenes", ""]
+    if "nano" in result:
+        n = result["nano"]
+        met, occ, base = nano_gate(n)
+        lines += [
+            f"## nano: {n['model']} ({n['images']} images, {n['instances']} instances)",
+            "",
+            *quality_table(n),
+            "",
+            f"modal head (visible masks, modal boxes): mIoU "
+            f"{_pct(n['modal_head_modal_boxes'].get('inst_mIoU'))} over every instance",
+            f"gate (occluded mIoU >= {100 * GATE_OCCLUDED:.0f}, >= {100 * GATE_MARGIN:.0f} "
+            f"above the visible baseline, modal boxes): {'met' if met else 'NOT met'} "
+            f"({_pct(occ)} vs baseline {_pct(base)})",
+            "",
+        ]
+    if "detector" in result:
+        d = result["detector"]
+        lines += [
+            f"## detector: {d['weights']} (imgsz {d['imgsz']})",
+            "",
+            "| class | AP50 | ground truth | detected as itself |",
+            "|---|---|---|---|",
+        ]
+        for name, c in d["per_class"].items():
+            lines.append(f"| {name} | {_pct(c['AP50'])} | {c['ground_truth']} | {c['as_itself']} |")
+        lines += [
+            "",
+            f"box AP50 {_pct(d['box_AP50'])} per class, {_pct(d['box_AP50_class_agnostic'])} "
+            f"class-agnostic; AP50-95 {_pct(d['box_AP50_95'])} / "
+            f"{_pct(d['box_AP50_95_class_agnostic'])}",
+            f"gate (AP50 >= {100 * GATE_AP50:.0f} per class): "
+            f"{'met' if d['gate_met'] else 'NOT met'}",
+            "",
+        ]
+    return "\n".join(lines)
