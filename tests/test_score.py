@@ -61,9 +61,7 @@ def test_nano_gate_thresholds() -> None:
     assert not nano_gate(test(0.95, 0.95 - GATE_MARGIN + 1e-3))[0]
 
 
-def test_bundled_models_on_fresh_scenes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bundled_models_on_fresh_scenes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("ultralytics")
     train_seed = next(iter(used_seeds(NANO, "nano")))
     cfg = ScoreConfig(seed=train_seed, out=tmp_path / "t", count=2)
@@ -73,9 +71,7 @@ def test_bundled_models_on_fresh_scenes(
 
     coco = json.loads((cfg.out / "nano_data" / "annotations.json").read_text())
     nano = result["nano"]
-    assert nano["images"] == len(coco["images"]) and nano["instances"] == len(
-        coco["annotations"]
-    )
+    assert nano["images"] == len(coco["images"]) and nano["instances"] == len(coco["annotations"])
     for head in ("amodal_head_modal_boxes", "amodal_head_amodal_boxes"):
         assert 0.0 < nano[head]["inst_mIoU"] <= 1.0
     assert nano["gate_met"] == nano_gate(nano)[0]
@@ -84,9 +80,10 @@ def test_bundled_models_on_fresh_scenes(
     labels = list((cfg.out / "detector_data" / "labels" / "train").glob("*.txt"))
     objects = sum(len(p.read_text().splitlines()) for p in labels)
     assert sum(c["ground_truth"] for c in det["per_class"].values()) == objects > 0
-    assert det["imgsz"] == json.loads((DETECTOR.parent / "metrics.json").read_text())[
-        "config"
-    ]["imgsz"]
+    assert (
+        det["imgsz"]
+        == json.loads((DETECTOR.parent / "metrics.json").read_text())["config"]["imgsz"]
+    )
     assert det["gate_met"] == (det["box_AP50"] >= 0.90)
 
     text = report(result)
