@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, kinds in result["formats"].items():
         for kind, e in kinds.items():
             print(
-                f"{label:22s} {kind:8s} mIoU {e['mIoU']:.3f}  occluded {e['occluded (> 0.1)']:.3f}  "
+                f"{label:22s} {kind:8s} mIoU {e['mIoU']:.3f}  "
+                f"occluded {e['occluded (> 0.1)']:.3f}  "
                 + "  ".join(f"{k} {v:.3f}" for k, v in e["per_size"].items())
                 + "  | "
                 + " ".join(f"{k} {v:.3f}" for k, v in e["per_class"].items())

@@ -1,0 +1,170 @@
+"""Where does the detector lose objects? Found and correctly named, per occlusion level.
+
+Regenerates the scenes of a synthetic YOLO set (the same seed and scene indices as
+``edge-sameo synth yolo`` / ``train.detector``'s held-out set), runs the detector at the
+app's confidence threshold and matches its boxes one to one to the ground-truth visible
+boxes (IoU >= 0.5, highest IoU first, class ignored). Per occlusion bucket of the ground
+truth (1 - visible / amodal area) it reports how many objects were found, how many of
+those got the right class, and what the others were called. Usage::
+
+    python benchmarks/detector_by_occlusion.py --weights models/detector/yolov8n_synth.pt \\
+        --seed 9000 --count 300 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from edge_sameo.data.synth import SynthConfig, generate_scene, item_seed
+from edge_sameo.evaluation import BUCKETS
+from edge_sameo.io import atomic_write_json
+
+
+def _bucket(occlusion: float) -> str:
+    for name, upper in BUCKETS:
+        if occlusion <= upper:
+            return name
+    return BUCKETS[-1][0]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) XYXY -> (N, M) IoU."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+
+
+def ground_truth(scene: Any, min_visible: int = 16) -> list[tuple[np.ndarray, int, float]]:
+    """(visible box XYXY, class index, occlusion) per object a detector can see — the
+    instances ``yolo_labels`` writes."""
+    out = []
+    for inst in scene.instances:
+        if np.count_nonzero(inst.visible) < min_visible:
+            continue
+        ys, xs = np.flatnonzero(inst.visible.any(1)), np.flatnonzero(inst.visible.any(0))
+        box = np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], np.float64)
+        out.append((box, inst.category_id - 1, inst.occlusion_rate))
+    return out
+
+
+def match(gt: np.ndarray, pred: np.ndarray, thr: float = 0.5) -> dict[int, int]:
+    """Greedy one-to-one matching, highest IoU first: {gt index: prediction index}."""
+    if not len(gt) or not len(pred):
+        return {}
+    iou = _iou(gt, pred)
+    pairs = sorted(zip(*np.nonzero(iou >= thr), strict=True), key=lambda p: -iou[p])
+    used_g: set[int] = set()
+    used_p: set[int] = set()
+    out: dict[int, int] = {}
+    for g, p in pairs:
+        if g not in used_g and p not in used_p:
+            out[int(g)] = int(p)
+            used_g.add(g)
+            used_p.add(p)
+    return out
+
+
+def measure(weights: Path, seed: int, count: int, imgsz: int, conf: float) -> dict[str, Any]:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    cfg = SynthConfig()
+    names = cfg.classes
+    stats: dict[str, Counter[str]] = defaultdict(Counter)
+    per_class: dict[str, Counter[str]] = defaultdict(Counter)
+    for i in tqdm(range(count), unit="scene"):
+        scene = generate_scene(item_seed(seed, i), cfg)
+        objects = ground_truth(scene)
+        res = model.predict(
+            np.ascontiguousarray(scene.image[..., ::-1]), imgsz=imgsz, conf=conf, verbose=False
+        )[0]
+        boxes = res.boxes.xyxy.cpu().numpy().astype(np.float64)
+        classes = res.boxes.cls.cpu().numpy().astype(int)
+        gt = np.array([o[0] for o in objects]).reshape(-1, 4)
+        pairs = match(gt, boxes)
+        for g, (_, cls, occ) in enumerate(objects):
+            b = _bucket(occ)
+            stats[b]["objects"] += 1
+            per_class[names[cls]][f"{b}:objects"] += 1
+            if g not in pairs:
+                stats[b]["called: not found"] += 1
+                continue
+            stats[b]["found"] += 1
+            called = names[classes[pairs[g]]]
+            if called == names[cls]:
+                stats[b]["named right"] += 1
+                per_class[names[cls]][f"{b}:named right"] += 1
+            else:
+                stats[b][f"called: {called}"] += 1
+    buckets = {}
+    for name, _ in BUCKETS:
+        s = stats[name]
+        n = s["objects"]
+        buckets[name] = {
+            "objects": n,
+            "found": s["found"] / n if n else None,
+            "named_right": s["named right"] / n if n else None,
+            "others_called": {
+                k.split(": ", 1)[1]: v
+                for k, v in sorted(s.items(), key=lambda kv: -kv[1])
+                if k.startswith("called: ")
+            },
+        }
+    classes_out = {
+        c: {
+            name: (per_class[c][f"{name}:named right"] / per_class[c][f"{name}:objects"])
+            if per_class[c][f"{name}:objects"]
+            else None
+            for name, _ in BUCKETS
+        }
+        for c in names
+    }
+    return {
+        "weights": str(weights),
+        "seed": seed,
+        "scenes": count,
+        "imgsz": imgsz,
+        "conf": conf,
+        "match_iou": 0.5,
+        "per_occlusion": buckets,
+        "named_right_per_class": classes_out,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--weights", type=Path, default=Path("models/detector/yolov8n_synth.pt"))
+    p.add_argument("--seed", type=int, default=9000)
+    p.add_argument("--count", type=int, default=300)
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--conf", type=float, default=0.25, help="the app's default")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    result = measure(args.weights, args.seed, args.count, args.imgsz, args.conf)
+    print("| occlusion | objects | found | named right | what the others were called |")
+    print("|---|---|---|---|---|")
+    for name, b in result["per_occlusion"].items():
+        others = ", ".join(f"{k} {v}" for k, v in list(b["others_called"].items())[:4])
+        found = "–" if b["found"] is None else f"{b['found']:.3f}"
+        right = "–" if b["named_right"] is None else f"{b['named_right']:.3f}"
+        print(f"| {name} | {b['objects']} | {found} | {right} | {others} |")
+    print(json.dumps(result["named_right_per_class"]))
+    if args.json is not None:
+        atomic_write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
