@@ -100,6 +100,31 @@ def test_config_from_yaml_and_overrides(tmp_path: Path) -> None:
         parse_overrides(["lr"])
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path: Path) -> None:
+    """Every config under configs/ builds the TrainConfigs it promises (nano recipes: both
+    stages, with the recipe's out folder and seeds; fit configs: one run)."""
+    from train.config import load_yaml
+    from train.nano import NanoRecipe, stage_configs
+
+    data = load_yaml(path)
+    if "stage1" in data:
+        recipe = NanoRecipe.from_yaml(path)
+        s1, s2 = stage_configs(recipe)
+        assert recipe.config_file == str(path)
+        assert s1.mode == "full" and s1.target == "visible"
+        assert s2.mode == "decoder" and s2.target == "amodal" and s2.keep_modal
+        assert s1.out.parent == s2.out.parent == recipe.runs
+        assert s1.epochs == data["stage1"]["epochs"] and s2.epochs == data["stage2"]["epochs"]
+        assert (s1.init is not None) == ("warm_start" in data)
+    else:
+        cfg = TrainConfig.from_mapping({**data, "train": data.get("train") or ["t.json"]})
+        assert cfg.out == Path(data["out"])
+
+
 # --------------------------------------------------------------------------- sampling
 
 
