@@ -19,6 +19,8 @@ def test_config_rejects_bad_values(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="explicit optimizer"):
         DetectorTrainConfig(out=tmp_path, lr0=0.003)
     assert DetectorTrainConfig(out=tmp_path, optimizer="SGD", lr0=0.003).lr0 == 0.003
+    with pytest.raises(ValueError, match="cache must be"):
+        DetectorTrainConfig(out=tmp_path, cache="gpu")
 
 
 def test_cli_usage_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -32,7 +34,14 @@ def test_cli_usage_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_tiny_training_scores_held_out_and_exports_openvino(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
     cfg = DetectorTrainConfig(
-        out=tmp_path / "det", train_count=12, test_count=4, imgsz=64, epochs=1, batch=4, workers=0
+        out=tmp_path / "det",
+        train_count=12,
+        test_count=4,
+        imgsz=64,
+        epochs=1,
+        batch=4,
+        workers=0,
+        cache="ram",
     )
     result = train_detector(cfg)
     held = result["held_out"]

@@ -45,6 +45,9 @@ class DetectorTrainConfig:
     optimizer: str = "auto"
     lr0: float | None = None
     close_mosaic: int = 10
+    #: ultralytics' image cache: "ram" keeps decoded, resized images in memory (≈ 1.2 GB for
+    #: 3000 scenes at 416 px) and saves the per-batch decoding a 2-core machine pays for.
+    cache: str = "no"
 
     def __post_init__(self) -> None:
         if self.seed == self.test_seed:
@@ -55,6 +58,8 @@ class DetectorTrainConfig:
             raise ValueError(
                 "lr0 needs an explicit optimizer (ultralytics' 'auto' sets its own lr0)"
             )
+        if self.cache not in ("no", "ram", "disk"):
+            raise ValueError(f"cache must be no, ram or disk, not {self.cache!r}")
 
 
 def offline_env() -> None:
@@ -94,6 +99,7 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
         optimizer=cfg.optimizer,
         **({} if cfg.lr0 is None else {"lr0": cfg.lr0}),
         close_mosaic=cfg.close_mosaic,
+        cache=False if cfg.cache == "no" else cfg.cache,
         amp=False,
         plots=False,
         seed=0,
@@ -176,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--lr0", type=float, help="initial lr (needs --optimizer other than auto)")
     p.add_argument("--close-mosaic", type=int, default=10)
+    p.add_argument(
+        "--cache", default="no", choices=("no", "ram", "disk"), help="ultralytics image cache"
+    )
     args = p.parse_args(argv)
     try:
         cfg = DetectorTrainConfig(
@@ -187,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             optimizer=args.optimizer,
             lr0=args.lr0,
             close_mosaic=args.close_mosaic,
+            cache=args.cache,
         )
     except ValueError as exc:
         p.error(str(exc))
