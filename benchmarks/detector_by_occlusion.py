@@ -26,6 +26,7 @@ from tqdm import tqdm
 from edge_sameo.data.synth import SynthConfig, generate_scene, item_seed
 from edge_sameo.evaluation import BUCKETS
 from edge_sameo.io import atomic_write_json
+from train.score import detector_imgsz
 
 
 def _bucket(occlusion: float) -> str:
@@ -148,11 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", type=Path, default=Path("models/detector/yolov8n_synth.pt"))
     p.add_argument("--seed", type=int, default=9000)
     p.add_argument("--count", type=int, default=300)
-    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument(
+        "--imgsz", type=int, help="default: the size it was trained at (its metrics.json), else 320"
+    )
     p.add_argument("--conf", type=float, default=0.25, help="the app's default")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    result = measure(args.weights, args.seed, args.count, args.imgsz, args.conf)
+    imgsz = args.imgsz or detector_imgsz(args.weights)
+    result = measure(args.weights, args.seed, args.count, imgsz, args.conf)
     print("| occlusion | objects | found | named right | what the others were called |")
     print("|---|---|---|---|---|")
     for name, b in result["per_occlusion"].items():
