@@ -9,6 +9,10 @@ those got the right class, and what the others were called. Usage::
 
     python benchmarks/detector_by_occlusion.py --weights models/detector/yolov8n_synth.pt \\
         --seed 9000 --count 300 --json out.json
+
+With ``--video`` the scenes are instead the frames of the synthetic clip of that seed
+(``edge-sameo demo --seed``'s video, ``--count`` frames), and its static occluders (the
+upright pillars, class "box") are reported as a bucket of their own, "pillar".
 """
 
 from __future__ import annotations
@@ -17,13 +21,21 @@ import argparse
 import json
 import os
 from collections import Counter, defaultdict
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from edge_sameo.data.synth import SynthConfig, generate_scene, item_seed
+from edge_sameo.data.synth import (
+    SynthConfig,
+    VideoConfig,
+    compose_video,
+    generate_scene,
+    item_seed,
+    video_frame,
+)
 from edge_sameo.evaluation import BUCKETS
 from edge_sameo.io import atomic_write_json
 from train.score import detector_imgsz
@@ -45,16 +57,19 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
 
 
-def ground_truth(scene: Any, min_visible: int = 16) -> list[tuple[np.ndarray, int, float]]:
-    """(visible box XYXY, class index, occlusion) per object a detector can see — the
-    instances ``yolo_labels`` writes."""
-    out = []
+def ground_truth(
+    scene: Any, pillars: Collection[int] = (), min_visible: int = 16
+) -> list[tuple[np.ndarray, int, float | str]]:
+    """(visible box XYXY, class index, occlusion — or "pillar" for the track ids in
+    ``pillars``) per object a detector can see: the instances ``yolo_labels`` writes."""
+    out: list[tuple[np.ndarray, int, float | str]] = []
     for inst in scene.instances:
         if np.count_nonzero(inst.visible) < min_visible:
             continue
         ys, xs = np.flatnonzero(inst.visible.any(1)), np.flatnonzero(inst.visible.any(0))
         box = np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], np.float64)
-        out.append((box, inst.category_id - 1, inst.occlusion_rate))
+        occ = "pillar" if inst.track_id in pillars else inst.occlusion_rate
+        out.append((box, inst.category_id - 1, occ))
     return out
 
 
@@ -75,7 +90,25 @@ def match(gt: np.ndarray, pred: np.ndarray, thr: float = 0.5) -> dict[int, int]:
     return out
 
 
-def measure(weights: Path, seed: int, count: int, imgsz: int, conf: float) -> dict[str, Any]:
+def _scenes(seed: int, count: int, video: bool) -> Iterator[tuple[Any, set[int]]]:
+    """(scene, track ids of static pillars) per scene or clip frame."""
+    if not video:
+        cfg = SynthConfig()
+        for i in range(count):
+            yield generate_scene(item_seed(seed, i), cfg), set()
+        return
+    # The clip of ``SyntheticVideoSource(count, seed, (640, 480))``, the demo's source.
+    bg, tracks = compose_video(
+        item_seed(seed, 0), SynthConfig(size=(640, 480)), VideoConfig(), count
+    )
+    pillars = {i + 1 for i, tr in enumerate(tracks) if tr.kind == "static"}
+    for f in range(count):
+        yield video_frame(bg, tracks, f / max(count - 1, 1)), pillars
+
+
+def measure(
+    weights: Path, seed: int, count: int, imgsz: int, conf: float, video: bool = False
+) -> dict[str, Any]:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     from ultralytics import YOLO
@@ -85,9 +118,8 @@ def measure(weights: Path, seed: int, count: int, imgsz: int, conf: float) -> di
     names = cfg.classes
     stats: dict[str, Counter[str]] = defaultdict(Counter)
     per_class: dict[str, Counter[str]] = defaultdict(Counter)
-    for i in tqdm(range(count), unit="scene"):
-        scene = generate_scene(item_seed(seed, i), cfg)
-        objects = ground_truth(scene)
+    for scene, pillars in tqdm(_scenes(seed, count, video), total=count, unit="scene"):
+        objects = ground_truth(scene, pillars)
         res = model.predict(
             np.ascontiguousarray(scene.image[..., ::-1]), imgsz=imgsz, conf=conf, verbose=False
         )[0]
@@ -96,7 +128,7 @@ def measure(weights: Path, seed: int, count: int, imgsz: int, conf: float) -> di
         gt = np.array([o[0] for o in objects]).reshape(-1, 4)
         pairs = match(gt, boxes)
         for g, (_, cls, occ) in enumerate(objects):
-            b = _bucket(occ)
+            b = occ if isinstance(occ, str) else _bucket(occ)
             stats[b]["objects"] += 1
             per_class[names[cls]][f"{b}:objects"] += 1
             if g not in pairs:
@@ -109,8 +141,9 @@ def measure(weights: Path, seed: int, count: int, imgsz: int, conf: float) -> di
                 per_class[names[cls]][f"{b}:named right"] += 1
             else:
                 stats[b][f"called: {called}"] += 1
+    bucket_names = [name for name, _ in BUCKETS] + (["pillar"] if video else [])
     buckets = {}
-    for name, _ in BUCKETS:
+    for name in bucket_names:
         s = stats[name]
         n = s["objects"]
         buckets[name] = {
@@ -128,7 +161,7 @@ def measure(weights: Path, seed: int, count: int, imgsz: int, conf: float) -> di
             name: (per_class[c][f"{name}:named right"] / per_class[c][f"{name}:objects"])
             if per_class[c][f"{name}:objects"]
             else None
-            for name, _ in BUCKETS
+            for name in bucket_names
         }
         for c in names
     }
@@ -136,6 +169,7 @@ def measure(weights: Path, seed: int, count: int, imgsz: int, conf: float) -> di
         "weights": str(weights),
         "seed": seed,
         "scenes": count,
+        "source": "video clip" if video else "still scenes",
         "imgsz": imgsz,
         "conf": conf,
         "match_iou": 0.5,
@@ -153,10 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         "--imgsz", type=int, help="default: the size it was trained at (its metrics.json), else 320"
     )
     p.add_argument("--conf", type=float, default=0.25, help="the app's default")
+    p.add_argument(
+        "--video", action="store_true", help="frames of the synthetic clip of --seed (the demo's)"
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     imgsz = args.imgsz or detector_imgsz(args.weights)
-    result = measure(args.weights, args.seed, args.count, imgsz, args.conf)
+    result = measure(args.weights, args.seed, args.count, imgsz, args.conf, args.video)
     print("| occlusion | objects | found | named right | what the others were called |")
     print("|---|---|---|---|---|")
     for name, b in result["per_occlusion"].items():
