@@ -23,7 +23,6 @@ import copy
 import functools
 import io
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -75,7 +74,11 @@ def read_checkpoint(path: str | Path) -> Any:
             f"{p}: refused to load: the file contains pickled Python objects, not only "
             f"weights ({first[:160]}){hint}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:
+        # Anything else torch.load raises means the bytes are not a checkpoint: a legacy
+        # (non-zip) stream of garbage reaches the unpickler, which fails with IndexError,
+        # KeyError, struct.error, … depending on the bytes (RuntimeError, EOFError,
+        # BadZipFile and ValueError for truncated zips).
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{p}: not a readable PyTorch checkpoint (truncated or not a .pt file: {msg[:160]})"

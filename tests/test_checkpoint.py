@@ -4,6 +4,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -177,7 +178,14 @@ def test_malicious_zip_checkpoint_never_runs_code(tmp_path: Path) -> None:
 
 
 def test_random_bytes(tmp_path: Path) -> None:
+    # Random bytes fail in many places of torch's unpickler (IndexError, KeyError, ...):
+    # every one must come out as a CheckpointError naming the file.
+    rng = np.random.default_rng(0)
     path = tmp_path / "noise.pt"
+    for size in (1, 7, 64, 4096) * 50:
+        path.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        with pytest.raises(CheckpointError, match=r"noise\.pt"):
+            load_model(path)
     path.write_bytes(os.urandom(4096))
     with pytest.raises(CheckpointError, match=r"noise\.pt"):
         load_model(path)
