@@ -338,6 +338,16 @@ def test_resume_continues_exactly(
         fit(cfg.replace(lr=0.5), resume=True)
 
 
+def test_resume_from_a_corrupt_state_is_a_clear_error(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    cfg = tiny_cfg(world, tmp_path / "run", epochs=1, steps_per_epoch=1, val=None)
+    cfg.out.mkdir(parents=True)
+    (cfg.out / trainer_mod.STATE_FILE).write_bytes(b"\x80\x02garbage" * 64)
+    with pytest.raises(InputError, match=trainer_mod.STATE_FILE):
+        fit(cfg, resume=True)
+
+
 def test_ddp_two_gloo_processes_match_single_process(
     world: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DistributedSampler
 
 from edge_sameo.build import build_model
-from edge_sameo.checkpoint import load_model, save_model
+from edge_sameo.checkpoint import load_model, read_checkpoint, save_model
 from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_bytes, atomic_write_json
 from edge_sameo.modeling import EfficientSam
@@ -350,7 +350,7 @@ def _fit(cfg: TrainConfig, resume: bool, ctx: DistContext, device: torch.device)
                 f"{out} already holds a run ({STATE_FILE}); pass --resume to continue it "
                 "or choose another --out"
             )
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        saved = read_checkpoint(state_path)
         assert saved is not None
         _check_resumable(saved["config"], cfg)
         if (out / SUMMARY_FILE).is_file() and saved["epoch"] >= cfg.epochs:
