@@ -21,6 +21,40 @@ def test_config_rejects_bad_values(tmp_path: Path) -> None:
     assert DetectorTrainConfig(out=tmp_path, optimizer="SGD", lr0=0.003).lr0 == 0.003
     with pytest.raises(ValueError, match="cache must be"):
         DetectorTrainConfig(out=tmp_path, cache="gpu")
+    with pytest.raises(ValueError, match="hours must be positive"):
+        DetectorTrainConfig(out=tmp_path, hours=0.0)
+    with pytest.raises(ValueError, match="warmup"):
+        DetectorTrainConfig(out=tmp_path, warmup_epochs=-1.0)
+
+
+def test_hours_and_warmup_reach_ultralytics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--hours becomes ultralytics' ``time`` (which then owns the epoch count), --warmup-epochs
+    its ``warmup_epochs``; without --hours no ``time`` is passed at all."""
+    import ultralytics
+
+    import train.detector as det
+
+    calls: list[dict[str, object]] = []
+
+    class FakeYOLO:
+        def __init__(self, model: str) -> None:
+            self.trainer = None
+
+        def train(self, **kwargs: object) -> None:
+            calls.append(kwargs)
+
+    monkeypatch.setattr(ultralytics, "YOLO", FakeYOLO)
+    monkeypatch.setattr(det, "evaluate_detector", lambda cfg, best, s, y: {"weights": str(best)})
+    monkeypatch.setattr(det, "export_openvino", lambda w, imgsz: w)
+    base = dict(train_count=4, test_count=2, imgsz=64)
+    det.train_detector(
+        DetectorTrainConfig(out=tmp_path / "a", hours=1.5, warmup_epochs=0.5, **base)
+    )
+    det.train_detector(DetectorTrainConfig(out=tmp_path / "b", **base))
+    assert calls[0]["time"] == 1.5 and calls[0]["warmup_epochs"] == 0.5
+    assert "time" not in calls[1] and calls[1]["warmup_epochs"] == 3.0
 
 
 def test_cli_usage_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,6 +62,10 @@ def test_cli_usage_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
         main(["--out", str(tmp_path), "--lr0", "0.003"])
     assert exc.value.code == 2
     assert "explicit optimizer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path), "--hours", "-1"])
+    assert exc.value.code == 2
+    assert "hours must be positive" in capsys.readouterr().err
 
 
 @pytest.mark.slow
