@@ -46,7 +46,7 @@ def test_hours_and_warmup_reach_ultralytics(
             calls.append(kwargs)
 
     monkeypatch.setattr(ultralytics, "YOLO", FakeYOLO)
-    monkeypatch.setattr(det, "evaluate_detector", lambda cfg, best, s, y: {"weights": str(best)})
+    monkeypatch.setattr(det, "evaluate_detector", lambda cfg, best, s, y, n: {"weights": str(best)})
     monkeypatch.setattr(det, "export_openvino", lambda w, imgsz: w)
     base = dict(train_count=4, test_count=2, imgsz=64)
     det.train_detector(
@@ -83,6 +83,7 @@ def test_tiny_training_scores_held_out_and_exports_openvino(tmp_path: Path) -> N
     )
     result = train_detector(cfg)
     held = result["held_out"]
+    assert result["epochs_trained"] == 1
     assert held["seed"] == cfg.test_seed and held["images"] == 4
     for key in ("box_AP50", "box_AP50_95", "box_AP50_class_agnostic"):
         assert 0.0 <= held[key] <= 1.0, key
@@ -94,3 +95,11 @@ def test_tiny_training_scores_held_out_and_exports_openvino(tmp_path: Path) -> N
     assert (tmp_path / "det" / "confusion_matrix.png").is_file()
     folder = tmp_path / "det" / "yolov8n_synth_openvino_model"
     assert (folder / "yolov8n_synth.xml").is_file() and (folder / "metadata.yaml").is_file()
+
+
+def test_epochs_trained_counts_result_rows(tmp_path: Path) -> None:
+    from train.detector import epochs_trained
+
+    assert epochs_trained(tmp_path) is None
+    (tmp_path / "results.csv").write_text("epoch,time\n1,7.0\n2,14.1\n3,21.0\n\n")
+    assert epochs_trained(tmp_path) == 3

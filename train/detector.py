@@ -121,7 +121,9 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
     )
     train_s = time.time() - start
     save_dir = Path(getattr(model.trainer, "save_dir", project / "train"))
-    result = evaluate_detector(cfg, save_dir / "weights" / "best.pt", train_s, test_yaml)
+    result = evaluate_detector(
+        cfg, save_dir / "weights" / "best.pt", train_s, test_yaml, epochs_trained(save_dir)
+    )
     export_openvino(Path(result["weights"]), cfg.imgsz)
     return result
 
@@ -136,8 +138,22 @@ def export_openvino(weights: Path, imgsz: int) -> Path:
     return Path(folder)
 
 
+def epochs_trained(save_dir: Path) -> int | None:
+    """Epochs ultralytics finished (rows of its ``results.csv``): with ``hours`` the count is
+    ultralytics' choice, not ``epochs``."""
+    try:
+        lines = (save_dir / "results.csv").read_text().splitlines()
+    except OSError:
+        return None
+    return max(len([line for line in lines if line.strip()]) - 1, 0)
+
+
 def evaluate_detector(
-    cfg: DetectorTrainConfig, best: Path, train_s: float, test_yaml: Path
+    cfg: DetectorTrainConfig,
+    best: Path,
+    train_s: float,
+    test_yaml: Path,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
     """Copy the best weights beside the model card and score them on the held-out set."""
     out = cfg.out
@@ -150,6 +166,7 @@ def evaluate_detector(
         "weights": str(weights),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "train_seconds": round(train_s, 1),
+        "epochs_trained": epochs,
         "held_out": {"seed": cfg.test_seed, "images": cfg.test_count, **held_out},
     }
     from edge_sameo.io import atomic_write_json
