@@ -50,6 +50,8 @@ def _make_cli() -> argparse.ArgumentParser:
         {"classes": ()},
         {"textures": ("plaid",)},
         {"dual": -1},
+        {"pillars": -0.1},
+        {"pillars": 1.5},
     ],
 )
 def test_config_rejects_bad_values(kwargs: dict[str, object]) -> None:
@@ -124,6 +126,39 @@ def test_scene_is_reproducible_bit_for_bit() -> None:
         np.testing.assert_array_equal(x.visible, y.visible)
     c = generate_scene(item_seed(7, 4), SMALL)
     assert not np.array_equal(a.image, c.image)
+
+
+def test_pillar_is_the_same_scene_plus_an_upright_occluder_in_front() -> None:
+    """``pillars`` adds the video world's pillar to a still scene without changing anything
+    drawn before it; at 0 the scene is the default scene."""
+    cfg = SynthConfig(size=(160, 120))
+    with_pillar = SynthConfig(size=(160, 120), pillars=1.0)
+    box_id = cfg.classes.index("box") + 1
+    for i in range(6):
+        base, scene = (
+            generate_scene(item_seed(3, i), cfg),
+            generate_scene(item_seed(3, i), with_pillar),
+        )
+        np.testing.assert_array_equal(
+            generate_scene(item_seed(3, i), SynthConfig(size=(160, 120), pillars=0.0)).image,
+            base.image,
+        )
+        assert len(scene.instances) == len(base.instances) + 1
+        for a, b in zip(base.instances, scene.instances, strict=False):
+            np.testing.assert_array_equal(a.amodal, b.amodal)
+            assert a.category_id == b.category_id
+            assert not np.any(b.visible & ~a.visible)  # the pillar only hides, never reveals
+        pillar = scene.instances[-1]
+        ys, xs = np.nonzero(pillar.amodal)
+        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        assert pillar.amodal.sum() == h * w  # an axis-aligned rectangle
+        assert 0.14 * 160 - 1 <= w <= 0.22 * 160 + 1 and 0.45 * 120 - 1 <= h <= 0.8 * 120 + 1
+        assert pillar.category_id == box_id
+        np.testing.assert_array_equal(pillar.visible, pillar.amodal)  # frontmost
+    some = [len(generate_scene(item_seed(4, i), SynthConfig(size=(96, 64), pillars=0.5)).instances)
+            - len(generate_scene(item_seed(4, i), SynthConfig(size=(96, 64))).instances)
+            for i in range(30)]  # fmt: skip
+    assert set(some) == {0, 1}
 
 
 def test_scene_masks_follow_layer_order() -> None:
@@ -274,6 +309,14 @@ def test_cli_images_video_yolo(tmp_path: Path, capsys: pytest.CaptureFixture[str
     ds = load_amodal_coco(tmp_path / "img" / "annotations.json")
     assert sum(img.dual_of is None for img in ds.images) == 2
     assert ds.info["config"]["occlusion"] == [0.2, 0.5]
+    args = parser.parse_args(
+        ["synth", "images", "--out", str(tmp_path / "pil"), "--count", "2", "--pillars", "1",
+         "--classes", "disc,box", *common]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    ds = load_amodal_coco(tmp_path / "pil" / "annotations.json")
+    assert ds.info["config"]["pillars"] == 1.0
+    assert [c["name"] for c in ds.categories] == ["disc", "box"]
     args = parser.parse_args(
         ["synth", "video", "--out", str(tmp_path / "vid"), "--frames", "5", "--fps", "5", *common]
     )

@@ -25,6 +25,8 @@ def test_config_rejects_bad_values(tmp_path: Path) -> None:
         DetectorTrainConfig(out=tmp_path, hours=0.0)
     with pytest.raises(ValueError, match="warmup"):
         DetectorTrainConfig(out=tmp_path, warmup_epochs=-1.0)
+    with pytest.raises(ValueError, match="pillars is a probability"):
+        DetectorTrainConfig(out=tmp_path, pillars=1.5)
 
 
 def test_hours_and_warmup_reach_ultralytics(
@@ -57,6 +59,46 @@ def test_hours_and_warmup_reach_ultralytics(
     assert "time" not in calls[1] and calls[1]["warmup_epochs"] == 3.0
 
 
+def test_pillars_reach_the_training_scenes_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--pillars adds pillar boxes to the exported training labels; the held-out labels stay
+    the default world's, so phases with and without pillars are scored on the same scenes."""
+    import ultralytics
+
+    import train.detector as det
+
+    class FakeYOLO:
+        def __init__(self, model: str) -> None:
+            self.trainer = None
+
+        def train(self, **kwargs: object) -> None:
+            pass
+
+    monkeypatch.setattr(ultralytics, "YOLO", FakeYOLO)
+    monkeypatch.setattr(det, "evaluate_detector", lambda cfg, best, s, y, n: {"weights": str(best)})
+    monkeypatch.setattr(det, "export_openvino", lambda w, imgsz: w)
+    base = dict(train_count=6, test_count=3, imgsz=64)
+
+    def labels(out: Path, split: str) -> dict[str, list[list[float]]]:
+        return {
+            f.name: [[float(v) for v in line.split()] for line in f.read_text().splitlines()]
+            for f in sorted(out.glob(f"data/{split}/labels/*/*.txt"))
+        }
+
+    def is_pillar(row: list[float]) -> bool:  # class box (id 1), 14-22 % wide, 45-80 % tall
+        return row[0] == 1 and 0.13 <= row[3] <= 0.23 and 0.44 <= row[4] <= 0.81
+
+    det.train_detector(DetectorTrainConfig(out=tmp_path / "plain", **base))
+    det.train_detector(DetectorTrainConfig(out=tmp_path / "pillars", pillars=1.0, **base))
+    plain, pillars = labels(tmp_path / "plain", "train"), labels(tmp_path / "pillars", "train")
+    assert len(pillars) == len(plain) == 6
+    for name, rows in pillars.items():
+        assert sum(map(is_pillar, rows)) == sum(map(is_pillar, plain[name])) + 1, name
+    held_out = labels(tmp_path / "plain", "test")
+    assert held_out and held_out == labels(tmp_path / "pillars", "test")
+
+
 def test_cli_usage_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--out", str(tmp_path), "--lr0", "0.003"])
@@ -66,6 +108,10 @@ def test_cli_usage_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
         main(["--out", str(tmp_path), "--hours", "-1"])
     assert exc.value.code == 2
     assert "hours must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path), "--pillars", "-0.5"])
+    assert exc.value.code == 2
+    assert "pillars is a probability" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -55,6 +55,10 @@ class DetectorTrainConfig:
     #: ultralytics' learning-rate warm-up; its default (3 epochs) suits training from the
     #: yaml, a continuation needs less.
     warmup_epochs: float = 3.0
+    #: Probability that a *training* scene also has an upright pillar occluder (the video
+    #: world's static occluder, ``SynthConfig.pillars``). The held-out set stays the default
+    #: world, so phases trained with and without pillars are scored on the same scenes.
+    pillars: float = 0.0
 
     def __post_init__(self) -> None:
         if self.seed == self.test_seed:
@@ -71,6 +75,8 @@ class DetectorTrainConfig:
             raise ValueError(f"hours must be positive, not {self.hours}")
         if not self.warmup_epochs >= 0:
             raise ValueError(f"warmup epochs must be >= 0, not {self.warmup_epochs}")
+        if not 0.0 <= self.pillars <= 1.0:
+            raise ValueError(f"pillars is a probability in [0, 1], not {self.pillars}")
 
 
 def offline_env() -> None:
@@ -87,7 +93,7 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
 
     out = cfg.out
     data_dir = out / "data" / "train"
-    synth = SynthConfig(size=cfg.size)
+    synth = SynthConfig(size=cfg.size, pillars=cfg.pillars)
     export_yolo(data_dir, cfg.train_count, cfg.seed, synth, val_fraction=0.1, box=cfg.box)
     test_yaml = detector_test_yaml(
         out / "data" / "test", cfg.test_count, cfg.test_seed, cfg.box, cfg.size
@@ -221,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         help="train for this long instead of --epochs (the schedule is fitted to it)",
     )
     p.add_argument("--warmup-epochs", type=float, default=3.0, help="learning-rate warm-up")
+    p.add_argument(
+        "--pillars",
+        type=float,
+        default=0.0,
+        help="probability of an upright pillar occluder in a training scene (default 0)",
+    )
     args = p.parse_args(argv)
     try:
         cfg = DetectorTrainConfig(
@@ -235,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             cache=args.cache,
             hours=args.hours,
             warmup_epochs=args.warmup_epochs,
+            pillars=args.pillars,
         )
     except ValueError as exc:
         p.error(str(exc))

@@ -62,6 +62,13 @@ def _add_world_options(p: argparse.ArgumentParser) -> None:
         help="comma-separated object classes to draw (default: all of "
         "disc,box,polygon,star,ring,bar,blob)",
     )
+    p.add_argument(
+        "--pillars",
+        type=float,
+        default=0.0,
+        help="probability that a scene also gets an upright pillar occluder, as the videos "
+        "have (default 0)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -71,7 +78,7 @@ def _world(args: argparse.Namespace, **kwargs: Any) -> Any:
 
     if args.classes is not None:
         kwargs["classes"] = args.classes
-    return SynthConfig(size=args.size, objects=args.objects, **kwargs)
+    return SynthConfig(size=args.size, objects=args.objects, pillars=args.pillars, **kwargs)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -146,11 +153,9 @@ def _bar(total: int, args: argparse.Namespace, unit: str) -> tqdm[Any]:
 
 
 def run_images(args: argparse.Namespace) -> int:
-    from edge_sameo.data import SynthConfig, generate_dataset
+    from edge_sameo.data import generate_dataset
 
-    cfg = SynthConfig(
-        size=args.size, objects=args.objects, occlusion=args.occlusion, dual=args.dual
-    )
+    cfg = _world(args, occlusion=args.occlusion, dual=args.dual)
     with _bar(args.count, args, "scene") as bar:
         path = generate_dataset(args.out, args.count, args.seed, cfg, progress=bar.update)
     print(f"wrote {args.count} scenes (+ duals) and {path}")

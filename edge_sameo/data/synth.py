@@ -58,6 +58,11 @@ class SynthConfig:
         occluded instance (0 disables dual annotation).
     dual_min_occlusion: an instance counts as occluded for dual annotation above this.
     placement_tries: random placements tried per object besides the occlusion-seeking ones.
+    pillars: probability that a scene also gets an upright pillar in front of its objects,
+        drawn like the video world's static occluders (``pillar_sprite``, class ``box``) and
+        placed across a random object. At 0 (the default) no extra random number is drawn, so
+        scenes are pixel-identical to those made before the option existed; above 0 a scene
+        is the same scene plus, sometimes, a pillar.
     """
 
     size: tuple[int, int] = (640, 480)
@@ -70,6 +75,7 @@ class SynthConfig:
     dual: int = 1
     dual_min_occlusion: float = 0.05
     placement_tries: int = 4
+    pillars: float = 0.0
 
     def __post_init__(self) -> None:
         w, h = self.size
@@ -95,6 +101,8 @@ class SynthConfig:
             raise InputError(f"clutter must be >= 0, got {self.clutter!r}")
         if self.dual < 0 or self.placement_tries < 1:
             raise InputError("dual must be >= 0 and placement_tries >= 1")
+        if not 0.0 <= self.pillars <= 1.0:
+            raise InputError(f"pillars is a probability in [0, 1], got {self.pillars!r}")
 
     @property
     def categories(self) -> list[dict[str, object]]:
@@ -359,6 +367,17 @@ def make_sprite(
     return Sprite(mask, tex, cfg.classes.index(name) + 1)
 
 
+def pillar_sprite(rng: np.random.Generator, cfg: SynthConfig) -> Sprite:
+    """An upright pillar: an axis-aligned rectangle 14–22 % of the image wide and 45–80 % tall
+    with a random texture, annotated as class ``box`` (the first class if ``box`` is not
+    drawn). Videos use pillars as static occluders a smaller object can hide behind."""
+    w, h = cfg.size
+    pw, ph = round(rng.uniform(0.14, 0.22) * w), round(rng.uniform(0.45, 0.8) * h)
+    tex = texture(cfg.textures[int(rng.integers(len(cfg.textures)))], ph, pw, rng)
+    cat = cfg.classes.index("box") + 1 if "box" in cfg.classes else 1
+    return Sprite(np.ones((ph, pw), bool), tex, cat)
+
+
 def background(h: int, w: int, rng: np.random.Generator, clutter: int) -> NDArray[np.uint8]:
     """An (h, w, 3) uint8 RGB background: a low-contrast texture plus ``clutter``
     unannotated strokes and dots (thin, so they do not read as objects)."""
@@ -542,6 +561,18 @@ def compose_scene(seed: SeedLike, cfg: SynthConfig) -> Layout:
             at = candidates[0]
         occ.add(sp.mask, at, targets[n])
         positions.append(at)
+    if cfg.pillars > 0.0 and rng.random() < cfg.pillars:
+        # Drawn after everything else, so the objects are those of the scene without it.
+        pillar = pillar_sprite(rng, cfg)
+        ph = pillar.hw[0]
+        j = int(rng.integers(k))
+        (jx, _), (_, jw) = positions[j], sprites[j].hw
+        cx = jx + jw / 2 + rng.uniform(-0.5, 0.5) * jw
+        at = _clamp_pos(cx, rng.uniform(ph / 2, h - ph / 2), pillar.hw, bounds)
+        sprites.append(pillar)
+        positions.append(at)
+        targets.append(0.0)
+        k += 1
     return Layout(
         background=bg,
         sprites=tuple(sprites),
@@ -691,19 +722,17 @@ def compose_video(
     for _ in range(n_occ):
         # Static occluders are upright pillars: axis-aligned so a smaller object can hide
         # completely behind one.
-        pw, ph = round(rng.uniform(0.14, 0.22) * w), round(rng.uniform(0.45, 0.8) * h)
-        mask = np.ones((ph, pw), bool)
-        tex = texture(cfg.textures[int(rng.integers(len(cfg.textures)))], ph, pw, rng)
-        cat = cfg.classes.index("box") + 1 if "box" in cfg.classes else 1
+        pillar = pillar_sprite(rng, cfg)
+        ph, pw = pillar.hw
         cx, cy = rng.uniform(pw / 2, w - pw / 2), rng.uniform(ph / 2, h - ph / 2)
-        occluders.append(Track(Sprite(mask, tex, cat), "static", (cx, cy)))
+        occluders.append(Track(pillar, "static", (cx, cy)))
     tracks: list[Track] = []
     margin_x, margin_y = 0.1 * w, 0.1 * h
     for n in range(n_mov):
         hide = vcfg.full_occlusion and n == 0
         if hide:
-            pillar = occluders[0].sprite.hw
-            size = int(0.75 * min(pillar))
+            pillar_hw = occluders[0].sprite.hw
+            size = int(0.75 * min(pillar_hw))
             sprite = make_sprite(rng, cfg, size=size)
         else:
             sprite = make_sprite(rng, cfg)
