@@ -12,7 +12,9 @@ those got the right class, and what the others were called. Usage::
 
 With ``--video`` the scenes are instead the frames of the synthetic clip of that seed
 (``edge-sameo demo --seed``'s video, ``--count`` frames), and its static occluders (the
-upright pillars, class "box") are reported as a bucket of their own, "pillar".
+upright pillars, class "box") are reported as a bucket of their own, "pillar". With
+``--pillars P`` the still scenes are those of ``edge-sameo synth yolo --pillars P`` (the same
+scenes plus, in a fraction P of them, a pillar in front), also with a "pillar" bucket.
 """
 
 from __future__ import annotations
@@ -90,24 +92,36 @@ def match(gt: np.ndarray, pred: np.ndarray, thr: float = 0.5) -> dict[int, int]:
     return out
 
 
-def _scenes(seed: int, count: int, video: bool) -> Iterator[tuple[Any, set[int]]]:
+def _scenes(
+    seed: int, count: int, video: bool, pillars: float = 0.0
+) -> Iterator[tuple[Any, set[int]]]:
     """(scene, track ids of static pillars) per scene or clip frame."""
     if not video:
-        cfg = SynthConfig()
+        cfg, plain = SynthConfig(pillars=pillars), SynthConfig()
         for i in range(count):
-            yield generate_scene(item_seed(seed, i), cfg), set()
+            scene = generate_scene(item_seed(seed, i), cfg)
+            # A pillar is drawn last, on top of the scene without it: its track id is the last.
+            n_plain = len(generate_scene(item_seed(seed, i), plain).instances) if pillars else 0
+            extra = len(scene.instances) > n_plain if pillars else False
+            yield scene, ({scene.instances[-1].track_id} if extra else set())
         return
     # The clip of ``SyntheticVideoSource(count, seed, (640, 480))``, the demo's source.
     bg, tracks = compose_video(
         item_seed(seed, 0), SynthConfig(size=(640, 480)), VideoConfig(), count
     )
-    pillars = {i + 1 for i, tr in enumerate(tracks) if tr.kind == "static"}
+    static = {i + 1 for i, tr in enumerate(tracks) if tr.kind == "static"}
     for f in range(count):
-        yield video_frame(bg, tracks, f / max(count - 1, 1)), pillars
+        yield video_frame(bg, tracks, f / max(count - 1, 1)), static
 
 
 def measure(
-    weights: Path, seed: int, count: int, imgsz: int, conf: float, video: bool = False
+    weights: Path,
+    seed: int,
+    count: int,
+    imgsz: int,
+    conf: float,
+    video: bool = False,
+    pillars: float = 0.0,
 ) -> dict[str, Any]:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
@@ -118,8 +132,8 @@ def measure(
     names = cfg.classes
     stats: dict[str, Counter[str]] = defaultdict(Counter)
     per_class: dict[str, Counter[str]] = defaultdict(Counter)
-    for scene, pillars in tqdm(_scenes(seed, count, video), total=count, unit="scene"):
-        objects = ground_truth(scene, pillars)
+    for scene, static_ids in tqdm(_scenes(seed, count, video, pillars), total=count, unit="scene"):
+        objects = ground_truth(scene, static_ids)
         res = model.predict(
             np.ascontiguousarray(scene.image[..., ::-1]), imgsz=imgsz, conf=conf, verbose=False
         )[0]
@@ -141,7 +155,7 @@ def measure(
                 per_class[names[cls]][f"{b}:named right"] += 1
             else:
                 stats[b][f"called: {called}"] += 1
-    bucket_names = [name for name, _ in BUCKETS] + (["pillar"] if video else [])
+    bucket_names = [name for name, _ in BUCKETS] + (["pillar"] if video or pillars else [])
     buckets = {}
     for name in bucket_names:
         s = stats[name]
@@ -170,6 +184,7 @@ def measure(
         "seed": seed,
         "scenes": count,
         "source": "video clip" if video else "still scenes",
+        "pillars": 0.0 if video else pillars,
         "imgsz": imgsz,
         "conf": conf,
         "match_iou": 0.5,
@@ -190,10 +205,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--video", action="store_true", help="frames of the synthetic clip of --seed (the demo's)"
     )
+    p.add_argument(
+        "--pillars",
+        type=float,
+        default=0.0,
+        help="still scenes with a pillar occluder in this fraction of them (synth --pillars)",
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    if args.video and args.pillars:
+        p.error("--pillars is for still scenes; the clip has its own pillars")
     imgsz = args.imgsz or detector_imgsz(args.weights)
-    result = measure(args.weights, args.seed, args.count, imgsz, args.conf, args.video)
+    result = measure(
+        args.weights, args.seed, args.count, imgsz, args.conf, args.video, args.pillars
+    )
     print("| occlusion | objects | found | named right | what the others were called |")
     print("|---|---|---|---|---|")
     for name, b in result["per_occlusion"].items():
