@@ -24,6 +24,7 @@ import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,19 @@ def _bucket(occlusion: float) -> str:
         if occlusion <= upper:
             return name
     return BUCKETS[-1][0]
+
+
+#: Pillar heights (fraction of the frame; pillars are 45–80 % tall) for the found-by-height split.
+PILLAR_BINS = (0.55, 0.65, 0.72)
+
+
+def pillar_bin(height: float) -> str:
+    """The height bin of a pillar whose visible box is ``height`` of the frame tall."""
+    edges = (0.0, *PILLAR_BINS, 1.0)
+    for lo, hi in pairwise(edges):
+        if height < hi:
+            return f"{lo:.2f}-{hi:.2f}"
+    return f"{edges[-2]:.2f}-1.00"
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -132,6 +146,7 @@ def measure(
     names = cfg.classes
     stats: dict[str, Counter[str]] = defaultdict(Counter)
     per_class: dict[str, Counter[str]] = defaultdict(Counter)
+    pillar_height: dict[str, Counter[str]] = defaultdict(Counter)
     for scene, static_ids in tqdm(_scenes(seed, count, video, pillars), total=count, unit="scene"):
         objects = ground_truth(scene, static_ids)
         res = model.predict(
@@ -144,6 +159,10 @@ def measure(
         for g, (_, cls, occ) in enumerate(objects):
             b = occ if isinstance(occ, str) else _bucket(occ)
             stats[b]["objects"] += 1
+            if b == "pillar":
+                tall = pillar_bin((gt[g, 3] - gt[g, 1]) / scene.image.shape[0])
+                pillar_height[tall]["objects"] += 1
+                pillar_height[tall]["found"] += g in pairs
             per_class[names[cls]][f"{b}:objects"] += 1
             if g not in pairs:
                 stats[b]["called: not found"] += 1
@@ -190,6 +209,10 @@ def measure(
         "match_iou": 0.5,
         "per_occlusion": buckets,
         "named_right_per_class": classes_out,
+        "pillar_found_by_height": {
+            k: {"objects": v["objects"], "found": v["found"] / v["objects"]}
+            for k, v in sorted(pillar_height.items())
+        },
     }
 
 
@@ -227,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         right = "–" if b["named_right"] is None else f"{b['named_right']:.3f}"
         print(f"| {name} | {b['objects']} | {found} | {right} | {others} |")
     print(json.dumps(result["named_right_per_class"]))
+    for height, v in result["pillar_found_by_height"].items():
+        print(f"pillars {height} of the frame tall: {v['found']:.2f} of {v['objects']} found")
     if args.json is not None:
         atomic_write_json(args.json, result)
     return 0

@@ -56,3 +56,10 @@ def test_pillars_with_video_is_a_usage_error(script: ModuleType) -> None:
     with pytest.raises(SystemExit) as exc:
         script.main(["--video", "--pillars", "0.3"])
     assert exc.value.code == 2
+
+
+def test_pillar_height_bins(script: ModuleType) -> None:
+    assert script.pillar_bin(0.45) == "0.00-0.55"
+    assert script.pillar_bin(0.6) == "0.55-0.65"
+    assert script.pillar_bin(0.76) == "0.72-1.00"
+    assert script.pillar_bin(1.0) == "0.72-1.00"
