@@ -3,22 +3,16 @@ and turns a file that is not one into a one-line error with exit code 2."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "plot_detector_phases.py"
+from conftest import load_benchmark
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("plot_detector_phases", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("plot_detector_phases")
 
 
 def _metrics(path: Path, ap50: float, per_class: bool) -> Path:
