@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge_sameo.data import SynthConfig
-from train.detector import DetectorTrainConfig, main, train_detector
+from train.detector import DetectorTrainConfig, average_weights, main, train_detector
 
 
 def test_config_rejects_bad_values(tmp_path: Path) -> None:
@@ -112,6 +112,39 @@ def test_cli_usage_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
         main(["--out", str(tmp_path), "--pillars", "-0.5"])
     assert exc.value.code == 2
     assert "pillars is a probability" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path), "--average-with", str(tmp_path / "missing.pt")])
+    assert exc.value.code == 2
+    assert "no weights file" in capsys.readouterr().err
+
+
+def test_average_weights_is_the_parameter_mean(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    first = DetectionModel("yolov8n.yaml", nc=7, verbose=False)
+    second = DetectionModel("yolov8n.yaml", nc=7, verbose=False)
+    with torch.no_grad():
+        for p in second.parameters():
+            p.add_(torch.randn_like(p))
+        second.model[0].bn.running_mean.fill_(3.0)
+    torch.save({"model": first, "ema": None, "epoch": -1}, tmp_path / "a.pt")
+    torch.save({"model": None, "ema": second, "epoch": 5}, tmp_path / "b.pt")
+    out = average_weights(tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "avg.pt")
+    averaged = torch.load(out, weights_only=False)
+    assert averaged["epoch"] == -1 and averaged["ema"] is None
+    got = averaged["model"].state_dict()
+    sa, sb = first.state_dict(), second.state_dict()
+    for key in ("model.0.conv.weight", "model.22.cv3.2.2.bias", "model.0.bn.running_mean"):
+        assert torch.allclose(got[key], (sa[key] + sb[key]) / 2), key
+    assert not torch.allclose(got["model.0.conv.weight"], sa["model.0.conv.weight"])
+    assert not (tmp_path / "avg.pt.tmp").exists()
+
+    other = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
+    torch.save({"model": other, "ema": None}, tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="differ in architecture"):
+        average_weights(tmp_path / "a.pt", tmp_path / "c.pt", tmp_path / "bad.pt")
 
 
 @pytest.mark.slow

@@ -59,6 +59,10 @@ class DetectorTrainConfig:
     #: world's static occluder, ``SynthConfig.pillars``). The held-out set stays the default
     #: world, so phases trained with and without pillars are scored on the same scenes.
     pillars: float = 0.0
+    #: Average the trained weights with these (uniformly, parameter by parameter: a
+    #: two-model "weight soup") before scoring and export. Only meaningful for weights the
+    #: run continued from (``init``) or its relatives, which lie in the same basin.
+    average_with: Path | None = None
 
     def __post_init__(self) -> None:
         if self.seed == self.test_seed:
@@ -77,6 +81,8 @@ class DetectorTrainConfig:
             raise ValueError(f"warmup epochs must be >= 0, not {self.warmup_epochs}")
         if not 0.0 <= self.pillars <= 1.0:
             raise ValueError(f"pillars is a probability in [0, 1], not {self.pillars}")
+        if self.average_with is not None and not Path(self.average_with).is_file():
+            raise ValueError(f"--average-with: no weights file at {self.average_with}")
 
 
 def offline_env() -> None:
@@ -127,11 +133,37 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
     )
     train_s = time.time() - start
     save_dir = Path(getattr(model.trainer, "save_dir", project / "train"))
-    result = evaluate_detector(
-        cfg, save_dir / "weights" / "best.pt", train_s, test_yaml, epochs_trained(save_dir)
-    )
+    best = save_dir / "weights" / "best.pt"
+    if cfg.average_with is not None:
+        best = average_weights(best, cfg.average_with, save_dir / "weights" / "averaged.pt")
+    result = evaluate_detector(cfg, best, train_s, test_yaml, epochs_trained(save_dir))
     export_openvino(Path(result["weights"]), cfg.imgsz)
     return result
+
+
+def average_weights(a: Path, b: Path, out: Path) -> Path:
+    """Write ``out``: ultralytics checkpoint ``a`` with every floating-point tensor of its
+    model (weights, biases, batch-norm statistics) replaced by the mean of ``a``'s and
+    ``b``'s. Both must be the same architecture; integer buffers are kept from ``a``."""
+    import torch
+
+    ckpt_a = torch.load(a, map_location="cpu", weights_only=False)
+    ckpt_b = torch.load(b, map_location="cpu", weights_only=False)
+    model_a, model_b = ckpt_a.get("ema") or ckpt_a["model"], ckpt_b.get("ema") or ckpt_b["model"]
+    sa, sb = model_a.state_dict(), model_b.state_dict()
+    if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
+        raise ValueError(f"cannot average {a} and {b}: their models differ in architecture")
+    mean = {
+        k: ((v.float() + sb[k].float()) / 2).to(v.dtype) if v.is_floating_point() else v
+        for k, v in sa.items()
+    }
+    model_a.load_state_dict(mean)
+    ckpt_a["model"], ckpt_a["ema"] = model_a, None
+    ckpt_a["optimizer"] = None
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(ckpt_a, tmp)
+    os.replace(tmp, out)
+    return out
 
 
 def export_openvino(weights: Path, imgsz: int) -> Path:
@@ -233,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="probability of an upright pillar occluder in a training scene (default 0)",
     )
+    p.add_argument(
+        "--average-with",
+        type=Path,
+        help="average the trained weights with these (e.g. the --init weights) before scoring",
+    )
     args = p.parse_args(argv)
     try:
         cfg = DetectorTrainConfig(
@@ -248,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             hours=args.hours,
             warmup_epochs=args.warmup_epochs,
             pillars=args.pillars,
+            average_with=args.average_with,
         )
     except ValueError as exc:
         p.error(str(exc))
