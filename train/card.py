@@ -133,6 +133,16 @@ def render(metrics: Mapping[str, Any]) -> str:
         f"Gate (issue #5): amodal mIoU on occluded instances ≥ {GATE_OCCLUDED:.2f} and ≥ "
         f"{GATE_MARGIN:.2f} above the visible-mask baseline, with the boxes a detector gives "
         f"(modal): **{'met' if passed else 'NOT met'}** ({_pct(occ)} vs baseline {_pct(base)}).",
+        *(
+            []
+            if passed
+            else [
+                "What has been measured about the gap (input size, longer training, capacity,",
+                "the mask format's ceiling, the choice among the three candidates) and the GPU",
+                "config prepared for it: [docs/TRAINING.md](../../docs/TRAINING.md), *The bundled",
+                "nano model*.",
+            ]
+        ),
         "",
         '"Every instance" figures average the IoU of each prompted ground-truth instance; the',
         "evaluator's figures (issue #3, `edge_sameo.evaluation`) average matched pairs (IoU ≥ 0.5)",
