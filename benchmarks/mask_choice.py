@@ -22,12 +22,8 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from edge_sameo.checkpoint import load_model
 from edge_sameo.preprocess import upscale_masks
-from train.cache import encode_prepared
-from train.config import DatasetSpec
-from train.data import prepare_dataset
-from train.validate import prompt_boxes
+from train.validate import prompted_instances
 
 
 def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -57,29 +53,16 @@ def _summary(rows: np.ndarray) -> dict[str, Any]:
 def mask_choice(
     model_path: Path, data: Path, decoder: str, prompt: str, min_occlusion: float, cache: Path
 ) -> dict[str, Any]:
-    model = load_model(model_path).eval()
-    ps = prepare_dataset(
-        DatasetSpec(data, name=data.parent.name), model.img_size, model.config.low_res_size, cache
-    )
-    ds = ps.load_source()
-    by_id = {a.id: a for a in ds.annotations}
     rows: list[tuple[float, float, float, float, int]] = []
     occluded: list[bool] = []
-    for i in range(ps.num_images):
-        emb = encode_prepared(model, ps.pixels_tensor([i]), "cpu")
-        first, count = int(ps.first[i]), int(ps.count[i])
-        logits, iou = model.decode_boxes(emb, prompt_boxes(ps, first, count, prompt), True, decoder)
-        logits_np, iou_np = logits.numpy(), iou.numpy()
-        h, w = (int(v) for v in ps.image_hw[i])
-        for j in range(count):
-            ann = by_id[int(ps.ann_ids[first + j])]
-            target = ann.visible if decoder == "modal" else ann.segmentation
-            gt = mask_utils.decode(target).astype(bool)
-            cands = upscale_masks(np.ascontiguousarray(logits_np[j], np.float32), (h, w))
-            scores = [_iou(cands[k], gt) for k in range(3)]
-            best = int(iou_np[j].argmax())
-            rows.append((scores[best], *scores, best))
-            occluded.append(ann.occlusion_rate > min_occlusion)
+    for hw, logits, iou, ann in prompted_instances(model_path, data, prompt, decoder, cache):
+        target = ann.visible if decoder == "modal" else ann.segmentation
+        gt = mask_utils.decode(target).astype(bool)
+        cands = upscale_masks(np.ascontiguousarray(logits, np.float32), hw)
+        scores = [_iou(cands[k], gt) for k in range(3)]
+        best = int(iou.argmax())
+        rows.append((scores[best], *scores, best))
+        occluded.append(ann.occlusion_rate > min_occlusion)
     a = np.asarray(rows, np.float64).reshape(-1, 5)
     occ = np.asarray(occluded, bool)
     return {

@@ -21,12 +21,8 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from edge_sameo.checkpoint import load_model
 from edge_sameo.predictor import best_masks
-from train.cache import encode_prepared
-from train.config import DatasetSpec
-from train.data import prepare_dataset
-from train.validate import prompt_boxes
+from train.validate import prompted_instances
 
 SIZES = ((0, 130), (130, 170), (170, 10_000))
 
@@ -45,40 +41,27 @@ def _summary(rows: list[tuple[float, float, float]]) -> dict[str, Any]:
 def per_class(
     model_path: Path, data: Path, decoder: str, prompt: str, max_occlusion: float, cache: Path
 ) -> dict[str, Any]:
-    model = load_model(model_path).eval()
-    ps = prepare_dataset(
-        DatasetSpec(data, name=data.parent.name), model.img_size, model.config.low_res_size, cache
-    )
-    ds = ps.load_source()
-    by_id = {a.id: a for a in ds.annotations}
-    names = {c["id"]: c["name"] for c in ds.categories}
+    names = {c["id"]: c["name"] for c in json.loads(data.read_text())["categories"]}
     by_class: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     by_size: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
-    for i in range(ps.num_images):
-        emb = encode_prepared(model, ps.pixels_tensor([i]), "cpu")
-        first, count = int(ps.first[i]), int(ps.count[i])
-        logits, iou = model.decode_boxes(emb, prompt_boxes(ps, first, count, prompt), True, decoder)
-        h, w = (int(v) for v in ps.image_hw[i])
-        masks, _ = best_masks(logits.numpy(), iou.numpy(), (h, w))
-        for j in range(count):
-            ann = by_id[int(ps.ann_ids[first + j])]
-            if ann.occlusion_rate > max_occlusion:
-                continue
-            target = ann.visible if decoder == "modal" else ann.segmentation
-            gt = mask_utils.decode(target).astype(bool)
-            pred = masks[j]
-            area = max(int(gt.sum()), 1)
-            inter = int((pred & gt).sum())
-            union = int((pred | gt).sum())
-            row = (
-                inter / max(union, 1),
-                int((pred & ~gt).sum()) / area,
-                int((~pred & gt).sum()) / area,
-            )
-            by_class[names[ann.category_id]].append(row)
-            side = max(ann.bbox[2], ann.bbox[3])
-            key = next(f"{lo}-{hi}" for lo, hi in SIZES if lo <= side < hi)
-            by_size[key].append(row)
+    for hw, logits, iou, ann in prompted_instances(model_path, data, prompt, decoder, cache):
+        if ann.occlusion_rate > max_occlusion:
+            continue
+        target = ann.visible if decoder == "modal" else ann.segmentation
+        gt = mask_utils.decode(target).astype(bool)
+        pred = best_masks(logits[None], iou[None], hw)[0][0]
+        area = max(int(gt.sum()), 1)
+        inter = int((pred & gt).sum())
+        union = int((pred | gt).sum())
+        row = (
+            inter / max(union, 1),
+            int((pred & ~gt).sum()) / area,
+            int((~pred & gt).sum()) / area,
+        )
+        by_class[names[ann.category_id]].append(row)
+        side = max(ann.bbox[2], ann.bbox[3])
+        key = next(f"{lo}-{hi}" for lo, hi in SIZES if lo <= side < hi)
+        by_size[key].append(row)
     every = [r for rows in by_class.values() for r in rows]
     return {
         "model": str(model_path),

@@ -45,7 +45,7 @@ def score_nano(
     from edge_sameo.checkpoint import load_model
     from train.config import DatasetSpec
     from train.data import prepare_dataset
-    from train.validate import predict_set, score
+    from train.validate import coco_results, decode_images, score
 
     if threads:
         torch.set_num_threads(threads)
@@ -57,9 +57,11 @@ def score_nano(
     ds = ps.load_source()
     out: dict[str, Any] = {"images": ps.num_images, "instances": ps.num_instances}
     for prompt in ("modal", "amodal"):
-        out[f"amodal_head_{prompt}_boxes"] = score(ds, predict_set(model, ps, prompt), "amodal")
+        out[f"amodal_head_{prompt}_boxes"] = score(
+            ds, coco_results(ps, decode_images(model, ps, prompt)), "amodal"
+        )
     out["modal_head_modal_boxes"] = score(
-        ds, predict_set(model, ps, "modal", decoder="modal"), "visible"
+        ds, coco_results(ps, decode_images(model, ps, "modal", decoder="modal")), "visible"
     )
     return out
 

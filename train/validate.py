@@ -16,19 +16,24 @@ upsampled bicubically to the image and thresholded at logit 0
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from pycocotools import mask as mask_utils
 
-from edge_sameo.data import AmodalDataset
+from edge_sameo.checkpoint import load_model
+from edge_sameo.data import AmodalAnnotation, AmodalDataset
 from edge_sameo.data.coco_amodal import rle_from_mask, rle_to_json
 from edge_sameo.evaluation import BUCKETS, evaluate
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.predictor import best_masks
 from train.cache import EmbeddingCache, encode_prepared
-from train.data import PreparedSet
+from train.config import DatasetSpec
+from train.data import PreparedSet, prepare_dataset
 
 #: An instance counts as occluded above this occlusion rate (the evaluator's buckets).
 OCCLUDED = 0.1
@@ -46,8 +51,11 @@ def prompt_boxes(ps: PreparedSet, first: int, count: int, prompt: str) -> torch.
     return torch.from_numpy(np.where(hidden[:, None], amodal, visible).astype(np.float32))
 
 
+Decoded = tuple[int, tuple[int, int], NDArray[np.float32], NDArray[np.float32]]
+
+
 @torch.no_grad()
-def predict_set(
+def decode_images(
     model: EfficientSam,
     ps: PreparedSet,
     prompt: str,
@@ -55,11 +63,13 @@ def predict_set(
     cache: EmbeddingCache | None = None,
     max_images: int | None = None,
     device: torch.device | str = "cpu",
-) -> list[dict[str, Any]]:
-    """COCO results (one per instance, with ``ann_id``) for the first ``max_images``."""
+) -> Iterator[Decoded]:
+    """Per image of ``ps`` (the first ``max_images``): its index, (H, W), and the decoder's
+    (n, 3, L, L) logits and (n, 3) IoU for its instances prompted with ``prompt`` boxes,
+    in the order of ``ps.first[i] : ps.first[i] + ps.count[i]``. The model is in eval mode
+    meanwhile."""
     was_training = model.training
     model.eval()
-    results: list[dict[str, Any]] = []
     n = ps.num_images if max_images is None else min(max_images, ps.num_images)
     try:
         for i in range(n):
@@ -71,19 +81,28 @@ def predict_set(
             boxes = prompt_boxes(ps, first, count, prompt).to(device)
             logits, iou = model.decode_boxes(emb, boxes, True, decoder)
             h, w = (int(v) for v in ps.image_hw[i])
-            masks, scores = best_masks(logits.cpu().numpy(), iou.cpu().numpy(), (h, w))
-            for j in range(count):
-                results.append(
-                    {
-                        "image_id": int(ps.image_ids[i]),
-                        "category_id": int(ps.category[first + j]),
-                        "score": float(scores[j]),
-                        "segmentation": rle_to_json(rle_from_mask(masks[j])),
-                        "ann_id": int(ps.ann_ids[first + j]),
-                    }
-                )
+            yield i, (h, w), logits.cpu().numpy(), iou.cpu().numpy()
     finally:
         model.train(was_training)
+
+
+def coco_results(ps: PreparedSet, decoded: Iterable[Decoded]) -> list[dict[str, Any]]:
+    """COCO results (one per instance, with ``ann_id``) of :func:`decode_images`' output:
+    each instance's kept mask as the app keeps it (``best_masks``)."""
+    results: list[dict[str, Any]] = []
+    for i, hw, logits, iou in decoded:
+        masks, scores = best_masks(logits, iou, hw)
+        first = int(ps.first[i])
+        for j in range(len(masks)):
+            results.append(
+                {
+                    "image_id": int(ps.image_ids[i]),
+                    "category_id": int(ps.category[first + j]),
+                    "score": float(scores[j]),
+                    "segmentation": rle_to_json(rle_from_mask(masks[j])),
+                    "ann_id": int(ps.ann_ids[first + j]),
+                }
+            )
     return results
 
 
@@ -117,7 +136,7 @@ def _occluded_miou(per_bucket: dict[str, dict[str, Any]]) -> float | None:
 def score(
     ds: AmodalDataset, results: list[dict[str, Any]], target: str = "amodal"
 ) -> dict[str, Any]:
-    """The figures of the module docstring for ``results`` of :func:`predict_set`."""
+    """The figures of the module docstring for ``results`` of :func:`coco_results`."""
     gt = subset(ds, {int(r["image_id"]) for r in results}, target)
     report = evaluate(gt, results, class_agnostic=True, baseline=target == "amodal")
     out: dict[str, Any] = {
@@ -163,5 +182,21 @@ def validate(
     max_images: int | None = None,
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    results = predict_set(model, ps, prompt, "mask", cache, max_images, device)
+    results = coco_results(ps, decode_images(model, ps, prompt, "mask", cache, max_images, device))
     return score(ds, results, target)
+
+
+def prompted_instances(
+    model_path: str | Path, data: Path, prompt: str, decoder: str, cache: Path
+) -> Iterator[tuple[tuple[int, int], NDArray[np.float32], NDArray[np.float32], AmodalAnnotation]]:
+    """Load a checkpoint and a COCO-amodal set (prepared under ``cache``) and yield, per
+    instance prompted with its exact ``prompt`` box: the image's (H, W), the ``decoder``'s
+    (3, L, L) logits and (3,) IoU, and the instance's annotation (for diagnostics scripts)."""
+    model = load_model(model_path).eval()
+    spec = DatasetSpec(data, name=data.parent.name)
+    ps = prepare_dataset(spec, model.img_size, model.config.low_res_size, cache)
+    by_id = {a.id: a for a in ps.load_source().annotations}
+    for i, hw, logits, iou in decode_images(model, ps, prompt, decoder):
+        first = int(ps.first[i])
+        for j in range(len(logits)):
+            yield hw, logits[j], iou[j], by_id[int(ps.ann_ids[first + j])]
