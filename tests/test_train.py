@@ -21,6 +21,7 @@ from edge_sameo.checkpoint import load_model
 from edge_sameo.contract import ExportContract
 from edge_sameo.data import SynthConfig, generate_dataset
 from edge_sameo.errors import InputError
+from edge_sameo.preprocess import upscale_masks
 from tests.conftest import seeded_tiny
 from train import trainer as trainer_mod
 from train.cache import encode_prepared, encoder_fingerprint, get_or_build
@@ -172,6 +173,28 @@ def test_loss_supervises_best_candidate_and_all_ious() -> None:
     assert logits.grad[:, [0, 2]].abs().sum() == 0  # only the chosen mask is supervised
     assert torch.all(iou_pred.grad != 0)  # every candidate's IoU is regressed
     assert float(out.dice) < 0.01
+
+
+def test_loss_upsamples_like_the_predictor() -> None:
+    """The default loss kernel draws the predictor's boundary: the mask the loss binarises at
+    the loss resolution equals ``upscale_masks`` at that size; bilinear (the kernel before
+    2026-12-02) differs on sharp logits."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, 16, 16, generator=gen) * 8  # sharp, model-like logits
+    target = torch.zeros(4, 1, 64, 64)
+    app = upscale_masks(logits.reshape(-1, 16, 16).numpy(), (64, 64)).reshape(4, 3, 64, 64)
+    for kernel in ("bicubic", "bilinear"):
+        up = torch.nn.functional.interpolate(logits, (64, 64), mode=kernel, align_corners=False)
+        agree = float(((up >= 0).numpy() == app).mean())
+        loss = sameo_loss(logits, torch.zeros(4, 3), target, LossWeights(), kernel)
+        expected = sameo_loss(up, torch.zeros(4, 3), target, LossWeights())
+        assert torch.allclose(loss.total, expected.total)  # the loss sees `up`
+        if kernel == "bicubic":
+            assert agree > 0.999
+        else:
+            assert agree < 0.99
+    with pytest.raises(InputError, match="loss_upsample"):
+        TrainConfig(out=Path("x"), train=(DatasetSpec(Path("a.json")),), loss_upsample="area")
 
 
 def test_lr_schedule() -> None:

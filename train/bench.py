@@ -45,7 +45,7 @@ def cache_speedup(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict[st
         model.load_state_dict(start_state)
         opt = torch.optim.AdamW(params, lr=cfg.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-        module = TrainStep(model, weights)
+        module = TrainStep(model, weights, cfg.loss_upsample)
         elapsed = 0.0
         for k in range(steps + warmup):
             slots = np.arange(k * cfg.batch_size, (k + 1) * cfg.batch_size)

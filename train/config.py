@@ -116,6 +116,10 @@ class TrainConfig:
     #: (boundaries are then supervised below a low-res pixel, as the predictor
     #: upsamples them at inference).
     loss_scale: int = 2
+    #: How the logits are upsampled to the loss resolution: ``"bicubic"`` is the
+    #: predictor's kernel (``edge_sameo.preprocess.upscale_masks``); ``"bilinear"`` was
+    #: this project's choice before 2026-12-02 (the bundled nano was trained with it).
+    loss_upsample: str = "bicubic"
     # optimisation
     epochs: int = 10
     steps_per_epoch: int | None = None
@@ -160,6 +164,10 @@ class TrainConfig:
             raise InputError(f"amodal_box_prob must be in [0, 1], got {self.amodal_box_prob}")
         if self.box_jitter < 0 or self.box_jitter_max < 0:
             raise InputError("box_jitter and box_jitter_max must be >= 0")
+        if self.loss_upsample not in ("bicubic", "bilinear"):
+            raise InputError(
+                f"loss_upsample must be 'bicubic' or 'bilinear', got {self.loss_upsample!r}"
+            )
         for name in ("epochs", "batch_size", "max_instances", "loss_scale", "val_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -85,10 +85,13 @@ def sameo_loss(
     iou_pred: torch.Tensor,
     targets: torch.Tensor,
     weights: LossWeights,
+    upsample: str = "bicubic",
 ) -> LossOutput:
-    """The recipe's loss per instance (see module docstring)."""
+    """The recipe's loss per instance (see module docstring). Logits smaller than the
+    targets are upsampled with ``upsample`` (``"bicubic"``: the predictor's kernel, so the
+    boundary trained is the boundary the app draws)."""
     if logits.shape[-2:] != targets.shape[-2:]:
-        logits = F.interpolate(logits, targets.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, targets.shape[-2:], mode=upsample, align_corners=False)
     dice = dice_loss(logits, targets)
     focal = focal_loss(logits, targets, weights.gamma, weights.alpha)
     mask = weights.dice * dice + weights.focal * focal

@@ -94,10 +94,13 @@ class TrainStep(nn.Module):
     """One forward pass as a module (what DDP wraps): pixels or embeddings + prompts ->
     per-instance (total, dice, focal, iou_l1, true_iou), each (N,)."""
 
-    def __init__(self, model: EfficientSam, weights: LossWeights) -> None:
+    def __init__(
+        self, model: EfficientSam, weights: LossWeights, upsample: str = "bicubic"
+    ) -> None:
         super().__init__()
         self.model = model
         self.weights = weights
+        self.upsample = upsample
 
     def forward(
         self,
@@ -112,7 +115,7 @@ class TrainStep(nn.Module):
         else:
             emb = source
         logits, iou = self.model.decode_boxes(emb[inst_image], boxes, True, "mask")
-        out = sameo_loss(logits, iou, targets, self.weights)
+        out = sameo_loss(logits, iou, targets, self.weights, self.upsample)
         return out.total, out.dice, out.focal, out.iou, out.true_iou
 
 
@@ -383,6 +386,7 @@ def _fit(cfg: TrainConfig, resume: bool, ctx: DistContext, device: torch.device)
         LossWeights(
             cfg.dice_weight, cfg.focal_weight, cfg.iou_weight, cfg.focal_gamma, cfg.focal_alpha
         ),
+        cfg.loss_upsample,
     )
     if ctx.enabled:
         step_module = nn.parallel.DistributedDataParallel(
