@@ -329,6 +329,14 @@ def test_full_mode_trains_encoder_without_cache(world: dict[str, Path], tmp_path
     assert not any(k.startswith("modal_decoder.") for k in last)
 
 
+def test_progress_bar_counts_steps(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fit(tiny_cfg(world, tmp_path / "bar", epochs=1, steps_per_epoch=3, val=None, progress=True))
+    bars = capsys.readouterr().err.replace("\r", "\n")
+    assert "epoch 1/1: 100%" in bars and "3/3" in bars  # the step bar advances to its total
+
+
 def test_resume_continues_exactly(
     world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

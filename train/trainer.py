@@ -442,7 +442,8 @@ def _fit(cfg: TrainConfig, resume: bool, ctx: DistContext, device: torch.device)
                     step_module, model, opt, sched, params, batch, source, caches is None, cfg
                 )
                 sums += parts.double().cpu()
-                bar.set_postfix(loss=f"{float(parts[0]):.4f}")
+                bar.set_postfix(loss=f"{float(parts[0]):.4f}", refresh=False)
+                bar.update(1)
                 state.step = step + 1
                 if cfg.save_every and state.step % cfg.save_every == 0 and state.step < steps:
                     # The ranks' partial sums, summed: rank 0 resumes with them.
