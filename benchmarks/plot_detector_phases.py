@@ -42,6 +42,8 @@ def plot(phases: list[tuple[str, dict[str, Any]]], out: Path, start_hours: float
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from edge_sameo.io import save_figure
+
     hours, t = [], start_hours
     for _, p in phases:
         t += p["seconds"] / 3600
@@ -73,10 +75,7 @@ def plot(phases: list[tuple[str, dict[str, Any]]], out: Path, start_hours: float
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(out)
+    save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:

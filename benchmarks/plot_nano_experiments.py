@@ -88,6 +88,8 @@ def plot(runs: dict[str, dict[str, Any]], trend: dict[str, float] | None, out: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from edge_sameo.io import save_figure
+
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
     archs = sorted({r["arch"] for r in runs.values()})
     colours = {a: f"C{i}" for i, a in enumerate(archs)}
@@ -133,11 +135,7 @@ def plot(runs: dict[str, dict[str, Any]], trend: dict[str, float] | None, out: P
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
+    save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:

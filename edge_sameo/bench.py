@@ -323,6 +323,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from edge_sameo.io import save_figure
+
     names = [r["name"] for r in report["results"]]
     counts = report["config"]["box_counts"]
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(names) + 2))
@@ -340,8 +342,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.legend()
     ax.set_title(f"{report['model']} on {report['machine']['cpu']} ({report['date'][:10]})")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -40,6 +40,18 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> None:
+    """Render a matplotlib figure to PNG, close it and write it atomically."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def write_image(path: str | Path, image: NDArray[np.uint8]) -> None:
     """Write an (H, W, 3) uint8 RGB image; the format follows the file extension."""
     ext = Path(path).suffix.lower()

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_sameo.io import atomic_write_bytes
+from edge_sameo.io import atomic_write_bytes, save_figure
 
 LOSS_KEYS = ("loss", "dice", "focal", "iou_l1")
 VAL_KEYS = ("val_inst_mIoU", "val_inst_mIoU_occluded", "val_mIoU", "val_mIoU_occ")
@@ -71,10 +71,7 @@ def plot_curves(path: Path, rows: Sequence[Mapping[str, Any]], title: str = "") 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, dpi=90)
 
 
 def _num(value: Any) -> float:
