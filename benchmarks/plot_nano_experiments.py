@@ -13,8 +13,9 @@ gate at that rate (a trend through the measured points, not a prediction)::
     python benchmarks/plot_nano_experiments.py \\
         "bundled=models/nano/metrics.json" \\
         "bicubic=docs/figures/nano_bicubic_experiment_metrics.json" \\
-        "2x=docs/figures/nano_2x_experiment_metrics.json+bicubic" \\
-        --fit bicubic,2x --out docs/figures/nano_experiments.png
+        "warm=docs/figures/nano_warm_experiment_metrics.json+bundled" \\
+        "28ep=docs/figures/nano_28ep_experiment_metrics.json" \\
+        --fit bicubic,28ep --out docs/figures/nano_experiments.png
 """
 
 from __future__ import annotations
