@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from edge_sameo.contract import BOXES, IMAGE_EMBEDDINGS, PIXELS
+from edge_sameo.backends.base import Backend
+from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS
 from edge_sameo.errors import InputError
 from edge_sameo.preprocess import boxes_to_model_frame, resize_pixels
 
@@ -157,7 +158,8 @@ def content_boxes(
 
 
 class ImageBatcher:
-    """Yields calibration/inference samples and the feeds of the encoder and decoder graphs.
+    """Yields calibration/inference samples and the feeds of the encoder, decoder and
+    refiner graphs.
 
     img_size: S of the model (the encoder input is (1, 3, S, S)).
     """
@@ -292,3 +294,20 @@ class ImageBatcher:
         for sample in self.samples("decoder feeds"):
             (emb,) = encoder.run([IMAGE_EMBEDDINGS], {PIXELS: self.pixels(sample)})
             yield {IMAGE_EMBEDDINGS: emb, BOXES: self.model_boxes(sample)}
+
+    def refiner_feeds(self, backend: Backend) -> Iterator[Feed]:
+        """``{CROPS: (N, C, R, R)}`` per image: the refiner's inputs as the app builds them
+        (the predictor on ``backend``: decoder logits -> windows -> ``crop_inputs``), where
+        ``backend`` runs the fp32 graphs (``calib.session.cpu_backend``)."""
+        from edge_sameo.backends.recording import RecordingBackend
+        from edge_sameo.predictor import AmodalPredictor
+
+        if not backend.has_refiner:
+            raise InputError("this export has no refiner")
+        recorder = RecordingBackend(backend)
+        predictor = AmodalPredictor(recorder)
+        for sample in self.samples("refiner feeds"):
+            predictor.set_image(sample.image)
+            predictor.predict(sample.boxes)
+            assert recorder.crops is not None
+            yield {CROPS: recorder.crops}

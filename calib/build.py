@@ -46,7 +46,8 @@ class CalibrateConfig:
 
 
 def build_precision(cfg: CalibrateConfig) -> list[Path]:
-    """Write ``<graph>.<precision>.onnx`` for the encoder and decoder of ``cfg.onnx_dir``."""
+    """Write ``<graph>.<precision>.onnx`` for every graph of ``cfg.onnx_dir`` (encoder, decoder
+    and, when the export has one, refiner)."""
     if cfg.precision == "fp16":
         return build_fp16(cfg.onnx_dir, cfg.fp16)
     return build_int8(cfg.onnx_dir, cfg.data, cfg.qdq, threads=cfg.threads)

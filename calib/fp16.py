@@ -18,7 +18,7 @@ import onnx
 
 from calib.meta import record_graph
 from calib.naming import precision_onnx_path
-from calib.policy import DECODER_HEAD_PATTERNS, compile_patterns, matching_nodes
+from calib.policy import KEEP_FLOAT_PATTERNS, compile_patterns, matching_nodes
 from edge_sameo.contract import ExportContract
 from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_bytes
@@ -43,10 +43,11 @@ DEFAULT_FP16_OP_BLOCK: tuple[str, ...] = (
 @dataclass(frozen=True)
 class Fp16Config:
     """op_block_list: op types kept float32 (add ``"Erf"`` to keep GELU float too).
-    node_patterns: node-name regexes kept float32 (default: the decoder's last layers)."""
+    node_patterns: node-name regexes kept float32 (default: the decoder's last layers and
+    the refiner's output convolution)."""
 
     op_block_list: tuple[str, ...] = DEFAULT_FP16_OP_BLOCK
-    node_patterns: tuple[str, ...] = DECODER_HEAD_PATTERNS
+    node_patterns: tuple[str, ...] = KEEP_FLOAT_PATTERNS
 
     def __post_init__(self) -> None:
         try:
@@ -102,13 +103,13 @@ def convert_fp16(src: Path, dst: Path, cfg: Fp16Config) -> dict[str, Any]:
 
 
 def build_fp16(onnx_dir: str | Path, cfg: Fp16Config | None = None) -> list[Path]:
-    """``encoder.fp16.onnx`` and ``decoder.fp16.onnx`` beside the fp32 export in
-    ``onnx_dir``; each recorded in ``calib_meta.json``."""
+    """``<graph>.fp16.onnx`` for every graph of the fp32 export in ``onnx_dir`` (encoder,
+    decoder, refiner); each recorded in ``calib_meta.json``."""
     cfg = cfg or Fp16Config()
     onnx_dir = Path(onnx_dir)
     contract = ExportContract.read(onnx_dir)
     out = []
-    for graph in (contract.encoder, contract.decoder):
+    for graph in contract.graphs:
         src = onnx_dir / graph.file
         if not src.is_file():
             raise InputError(f"{src} is missing (listed in the contract)")

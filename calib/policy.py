@@ -22,6 +22,11 @@ DECODER_HEAD_PATTERNS: tuple[str, ...] = (
     r"^/(mask|modal)_decoder/MatMul(_\d+)?$",
     r"^/prompt_encoder/",
 )
+#: The refiner's 1×1 output convolution: it sets the final mask logits directly (a pixel
+#: flips at logit 0) and costs next to nothing; its 3×3 convolutions are where INT8 pays.
+REFINER_HEAD_PATTERNS: tuple[str, ...] = (r"^/refiner/head/",)
+#: What every reduced-precision variant keeps float by default (each graph matches its own).
+KEEP_FLOAT_PATTERNS: tuple[str, ...] = DECODER_HEAD_PATTERNS + REFINER_HEAD_PATTERNS
 
 
 def compile_patterns(patterns: Iterable[str]) -> list[re.Pattern[str]]:

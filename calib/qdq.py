@@ -28,8 +28,8 @@ import onnx
 from calib.batcher import BatcherConfig, Feed, ImageBatcher
 from calib.meta import record_graph
 from calib.naming import precision_onnx_path
-from calib.policy import DECODER_HEAD_PATTERNS, compile_patterns, matching_nodes
-from calib.session import cpu_session
+from calib.policy import KEEP_FLOAT_PATTERNS, compile_patterns, matching_nodes
+from calib.session import cpu_backend, cpu_session
 from edge_sameo.contract import ExportContract
 from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_bytes
@@ -44,7 +44,8 @@ class QdqConfig:
     """How ``<graph>.int8.onnx`` is made.
 
     op_types: op types to quantize (inputs get Q/DQ; outputs stay float).
-    node_patterns: node-name regexes kept float (default: the decoder's last layers).
+    node_patterns: node-name regexes kept float (default: the decoder's last layers and the
+        refiner's output convolution).
     quantize_attention: also quantize MatMuls whose both inputs are activations
         (Q·Kᵀ and attention·V). Off by default: over 4096 tokens most softmax
         probabilities are far below one int8 step of a per-tensor scale, and the ViT-Ti
@@ -57,7 +58,7 @@ class QdqConfig:
     """
 
     op_types: tuple[str, ...] = DEFAULT_QUANT_OPS
-    node_patterns: tuple[str, ...] = DECODER_HEAD_PATTERNS
+    node_patterns: tuple[str, ...] = KEEP_FLOAT_PATTERNS
     quantize_attention: bool = False
     per_channel: bool = True
     method: str = "minmax"
@@ -265,27 +266,33 @@ def build_int8(
     *,
     threads: int = 0,
 ) -> list[Path]:
-    """``encoder.int8.onnx`` and ``decoder.int8.onnx`` beside the fp32 export in ``onnx_dir``,
-    calibrated on ``batcher_cfg``'s images; each recorded in ``calib_meta.json``."""
+    """``<graph>.int8.onnx`` for every graph of the fp32 export in ``onnx_dir`` (encoder,
+    decoder, refiner), calibrated on ``batcher_cfg``'s images; each recorded in
+    ``calib_meta.json``."""
     cfg = cfg or QdqConfig()
     onnx_dir = Path(onnx_dir)
     contract = ExportContract.read(onnx_dir)
     batcher = ImageBatcher(batcher_cfg, contract.model.img_size)
-    enc_src, dec_src = onnx_dir / contract.encoder.file, onnx_dir / contract.decoder.file
-    for src in (enc_src, dec_src):
-        if not src.is_file():
-            raise InputError(f"{src} is missing (listed in the contract)")
+    for graph in contract.graphs:
+        if not (onnx_dir / graph.file).is_file():
+            raise InputError(f"{onnx_dir / graph.file} is missing (listed in the contract)")
     calibration = batcher_cfg.describe()
-    enc_dst = precision_onnx_path(onnx_dir, contract.encoder.file, "int8")
-    entry = quantize_graph(enc_src, enc_dst, batcher.encoder_feeds(), cfg)
-    record_graph(onnx_dir, enc_dst, {**entry, "calibration": calibration})
-    # The decoder is calibrated on what it will see: embeddings of the fp32 encoder.
-    encoder = cpu_session(enc_src, threads)
-    dec_dst = precision_onnx_path(onnx_dir, contract.decoder.file, "int8")
-    entry = quantize_graph(dec_src, dec_dst, batcher.decoder_feeds(encoder), cfg)
-    record_graph(
-        onnx_dir,
-        dec_dst,
-        {**entry, "calibration": {**calibration, "embeddings": contract.encoder.file}},
-    )
-    return [enc_dst, dec_dst]
+    enc, dec = contract.encoder.file, contract.decoder.file
+    # Each graph is calibrated on what it will see: the decoder on embeddings of the fp32
+    # encoder, the refiner on the crops the predictor makes from the fp32 graphs' masks.
+    feeds: dict[str, tuple[Iterable[Feed], dict[str, Any]]] = {
+        enc: (batcher.encoder_feeds(), {}),
+        dec: (batcher.decoder_feeds(cpu_session(onnx_dir / enc, threads)), {"embeddings": enc}),
+    }
+    if contract.refiner is not None:
+        feeds[contract.refiner.file] = (
+            batcher.refiner_feeds(cpu_backend(onnx_dir, "fp32", threads)),
+            {"crops": f"edge_sameo.predictor on {enc} + {dec}"},
+        )
+    out = []
+    for graph_file, (graph_feeds, source) in feeds.items():
+        dst = precision_onnx_path(onnx_dir, graph_file, "int8")
+        entry = quantize_graph(onnx_dir / graph_file, dst, graph_feeds, cfg)
+        record_graph(onnx_dir, dst, {**entry, "calibration": {**calibration, **source}})
+        out.append(dst)
+    return out

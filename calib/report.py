@@ -4,9 +4,12 @@ Per image: the embedding's relative L2 error ``‖e − e₃₂‖ / ‖e₃₂�
 (precision encoder → precision decoder vs fp32 encoder → fp32 decoder): each side picks
 its best candidate by its own predicted IoU — what a user would see — the low-res logits
 are upsampled bicubically to the image and thresholded at logit ≥ 0 (as the predictor
-does), and the two masks are compared by IoU. On seeded random weights the masks are
-noise-like, so mask gates only mean something on trained weights; the numbers are
-reported either way.
+does), and the two masks are compared by IoU. With a refiner, its logits are compared on
+the same crops (fp32's: the refiner graph's own error), and the predictor's final masks
+(each side end to end: its decoders, windows, crops and refiner) by IoU. Both sides run
+through ``edge_sameo.predictor.AmodalPredictor``, so they see the app's own path. On
+seeded random weights the masks are noise-like, so mask gates only mean something on
+trained weights; the numbers are reported either way.
 """
 
 from __future__ import annotations
@@ -21,19 +24,19 @@ from numpy.typing import NDArray
 
 from calib.batcher import ImageBatcher
 from calib.naming import precision_onnx_path
-from calib.session import cpu_session
+from calib.session import cpu_backend
+from edge_sameo.backends.base import DecoderOutput
+from edge_sameo.backends.recording import RecordingBackend
 from edge_sameo.contract import (
-    BOXES,
-    IMAGE_EMBEDDINGS,
     IOU_PREDICTIONS,
     LOW_RES_LOGITS,
     MODAL_IOU_PREDICTIONS,
     MODAL_LOW_RES_LOGITS,
-    PIXELS,
     ExportContract,
 )
 from edge_sameo.errors import InputError
 from edge_sameo.masks import mask_iou
+from edge_sameo.predictor import AmodalPredictor, Prediction
 from edge_sameo.predictor import best_masks as predictor_best_masks
 
 HEADS = ((LOW_RES_LOGITS, IOU_PREDICTIONS), (MODAL_LOW_RES_LOGITS, MODAL_IOU_PREDICTIONS))
@@ -42,7 +45,8 @@ HEADS = ((LOW_RES_LOGITS, IOU_PREDICTIONS), (MODAL_LOW_RES_LOGITS, MODAL_IOU_PRE
 @dataclass(frozen=True)
 class Gates:
     """Pass/fail thresholds; None = not gated. emb_rel_err: max relative L2 error of any
-    image's embedding. mask_iou: min mean mask IoU of every decoder head."""
+    image's embedding. mask_iou: min mean mask IoU of every decoder head and of the
+    refiner's final masks."""
 
     emb_rel_err: float | None = None
     mask_iou: float | None = None
@@ -72,8 +76,26 @@ class HeadAccuracy:
 
 
 @dataclass(frozen=True)
+class RefinerAccuracy:
+    """The refiner over all held-out boxes.
+
+    logits_rel_err_max: largest relative L2 error of one image's (N, 2, R, R) refined
+    logits, both sides given the same (fp32) crops. amodal_* / visible_*: mask IoU vs fp32
+    of the predictor's final masks, each side end to end (its own decoders and crops).
+    """
+
+    boxes: int
+    logits_rel_err_max: float
+    amodal_mean_iou: float
+    amodal_min_iou: float
+    visible_mean_iou: float
+    visible_min_iou: float
+
+
+@dataclass(frozen=True)
 class AccuracyReport:
-    """Result of ``compare_precision``: embedding errors per image, mask IoU per head."""
+    """Result of ``compare_precision``: embedding errors per image, mask IoU per head (and
+    the refiner's agreement when the export has one)."""
 
     precision: str
     images: int
@@ -82,6 +104,15 @@ class AccuracyReport:
     heads: tuple[HeadAccuracy, ...]
     files: dict[str, str] = field(default_factory=dict)
     eval_data: dict[str, Any] = field(default_factory=dict)
+    refiner: RefinerAccuracy | None = None
+
+    def mask_ious(self) -> dict[str, float]:
+        """Mean mask IoU vs fp32 of every decoder head and of the refiner's masks."""
+        out = {h.output: h.mean_iou for h in self.heads}
+        if self.refiner is not None:
+            out["refined amodal"] = self.refiner.amodal_mean_iou
+            out["refined visible"] = self.refiner.visible_mean_iou
+        return out
 
     def failures(self, gates: Gates) -> list[str]:
         """One line per missed gate (empty: all passed). NaN never passes."""
@@ -89,9 +120,9 @@ class AccuracyReport:
         if gates.emb_rel_err is not None and not self.emb_rel_err_max <= gates.emb_rel_err:
             out.append(f"embedding rel err {self.emb_rel_err_max:.3g} > gate {gates.emb_rel_err:g}")
         if gates.mask_iou is not None:
-            for h in self.heads:
-                if not h.mean_iou >= gates.mask_iou:
-                    out.append(f"{h.output}: mean mask IoU {h.mean_iou:.4f} < {gates.mask_iou:g}")
+            for name, iou in self.mask_ious().items():
+                if not iou >= gates.mask_iou:
+                    out.append(f"{name}: mean mask IoU {iou:.4f} < {gates.mask_iou:g}")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +143,16 @@ class AccuracyReport:
                 f"  {h.output:<22}{h.boxes:>6}{h.mean_iou:>10.4f}{h.min_iou:>9.4f}"
                 f"{h.same_choice:>11.1%}{h.max_iou_pred_err:>10.4f}"
             )
+        r = self.refiner
+        if r is not None:
+            for name, mean, low in (
+                ("refined amodal", r.amodal_mean_iou, r.amodal_min_iou),
+                ("refined visible", r.visible_mean_iou, r.visible_min_iou),
+            ):
+                lines.append(f"  {name:<22}{r.boxes:>6}{mean:>10.4f}{low:>9.4f}{'-':>11}{'-':>10}")
+            lines.append(
+                f"  refiner logits rel L2 err on the same crops: max {r.logits_rel_err_max:.3e}"
+            )
         return "\n".join(lines)
 
 
@@ -131,6 +172,17 @@ def best_masks(
     return masks, iou.argmax(axis=1)
 
 
+def decoder_outputs(out: DecoderOutput) -> dict[str, NDArray[np.float32]]:
+    """A runtime's decoder result keyed by the decoder graph's output names."""
+    named = {
+        LOW_RES_LOGITS: out.low_res_logits,
+        IOU_PREDICTIONS: out.iou_predictions,
+        MODAL_LOW_RES_LOGITS: out.modal_low_res_logits,
+        MODAL_IOU_PREDICTIONS: out.modal_iou_predictions,
+    }
+    return {k: v for k, v in named.items() if v is not None}
+
+
 def compare_precision(
     onnx_dir: str | Path, precision: str, batcher: ImageBatcher, *, threads: int = 0
 ) -> AccuracyReport:
@@ -138,41 +190,50 @@ def compare_precision(
     should be held out from calibration) and measure how far apart they are."""
     onnx_dir = Path(onnx_dir)
     contract = ExportContract.read(onnx_dir)
-    paths: dict[str, dict[str, Path]] = {}
     for p in ("fp32", precision):
-        paths[p] = {
-            g.name: precision_onnx_path(onnx_dir, g.file, p)
-            for g in (contract.encoder, contract.decoder)
-        }
-        for path in paths[p].values():
+        for g in contract.graphs:
+            path = precision_onnx_path(onnx_dir, g.file, p)
             if not path.is_file():
                 raise InputError(f"{path} is missing")
-    sessions = {
-        p: {name: cpu_session(path, threads) for name, path in d.items()} for p, d in paths.items()
-    }
-    dec_outputs = contract.decoder.output_names
-    heads = [(lo, iou) for lo, iou in HEADS if lo in dec_outputs]
+    sides = {p: RecordingBackend(cpu_backend(onnx_dir, p, threads)) for p in ("fp32", precision)}
+    predictors = {p: AmodalPredictor(backend) for p, backend in sides.items()}
+    heads = [(lo, iou) for lo, iou in HEADS if lo in contract.decoder.output_names]
     emb_errs: list[float] = []
     ious: dict[str, list[float]] = {lo: [] for lo, _ in heads}
     same: dict[str, list[bool]] = {lo: [] for lo, _ in heads}
     pred_err: dict[str, float] = {lo: 0.0 for lo, _ in heads}
+    refined: dict[str, list[float]] = {"amodal": [], "visible": [], "logits": []}
     for sample in batcher.samples("held-out"):
-        pixels = batcher.pixels(sample)
-        boxes = batcher.model_boxes(sample)
         hw = (int(sample.image.shape[0]), int(sample.image.shape[1]))
+        embs: dict[str, NDArray[np.float32]] = {}
         outs: dict[str, dict[str, NDArray[np.float32]]] = {}
-        for p, s in sessions.items():
-            (emb,) = s["encoder"].run([IMAGE_EMBEDDINGS], {PIXELS: pixels})
-            dec = s["decoder"].run(dec_outputs, {IMAGE_EMBEDDINGS: emb, BOXES: boxes})
-            outs[p] = {IMAGE_EMBEDDINGS: emb, **dict(zip(dec_outputs, dec, strict=True))}
+        final: dict[str, Prediction] = {}
+        for p, predictor in predictors.items():
+            predictor.set_image(sample.image)
+            final[p] = predictor.predict(sample.boxes)
+            decoded = sides[p].decoded
+            assert decoded is not None
+            embs[p], outs[p] = predictor.image_embedding, decoder_outputs(decoded)
         ref, got = outs["fp32"], outs[precision]
-        emb_errs.append(rel_l2(got[IMAGE_EMBEDDINGS], ref[IMAGE_EMBEDDINGS]))
+        emb_errs.append(rel_l2(embs[precision], embs["fp32"]))
         for lo, iou in heads:
             m_ref, b_ref = best_masks(ref[lo], ref[iou], hw)
             m_got, b_got = best_masks(got[lo], got[iou], hw)
             ious[lo] += [mask_iou(a, b) for a, b in zip(m_got, m_ref, strict=True)]
             same[lo] += list(b_ref == b_got)
             pred_err[lo] = max(pred_err[lo], float(np.abs(got[iou] - ref[iou]).max()))
+        if contract.has_refiner:
+            f_got, f_ref = final[precision], final["fp32"]
+            for kind, r_got, r_ref in (
+                ("amodal", f_got.masks, f_ref.masks),
+                ("visible", f_got.visible_masks, f_ref.visible_masks),
+            ):
+                assert r_got is not None and r_ref is not None
+                refined[kind] += [mask_iou(a, b) for a, b in zip(r_got, r_ref, strict=True)]
+            crops = sides["fp32"].crops
+            assert crops is not None
+            same_crops = sides[precision].inner.refine(crops)
+            refined["logits"].append(rel_l2(same_crops, sides["fp32"].inner.refine(crops)))
     if not emb_errs:
         raise InputError(
             f"no held-out images from {batcher.cfg.source} source "
@@ -194,6 +255,18 @@ def compare_precision(
             )
             for lo, _ in heads
         ),
-        files={k: v.name for k, v in paths[precision].items()},
+        files={
+            g.name: precision_onnx_path(onnx_dir, g.file, precision).name for g in contract.graphs
+        },
         eval_data=batcher.cfg.describe(),
+        refiner=RefinerAccuracy(
+            boxes=len(refined["amodal"]),
+            logits_rel_err_max=float(np.max(refined["logits"])),
+            amodal_mean_iou=float(np.mean(refined["amodal"])),
+            amodal_min_iou=float(np.min(refined["amodal"])),
+            visible_mean_iou=float(np.mean(refined["visible"])),
+            visible_min_iou=float(np.min(refined["visible"])),
+        )
+        if refined["amodal"]
+        else None,
     )

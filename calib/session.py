@@ -1,9 +1,13 @@
-"""ONNX Runtime CPU sessions for calibration and accuracy checks (one place for the options)."""
+"""ONNX Runtime on the CPU for calibration and accuracy checks (one place for the options):
+sessions of single graphs, and whole exports as a runtime the predictor can drive."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_sameo.backends.onnxruntime_backend import OnnxRuntimeBackend
 
 
 def cpu_session(path: str | Path, threads: int = 0) -> Any:
@@ -16,3 +20,15 @@ def cpu_session(path: str | Path, threads: int = 0) -> Any:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def cpu_backend(
+    directory: str | Path, precision: str = "fp32", threads: int = 0
+) -> OnnxRuntimeBackend:
+    """Every graph of the export in ``directory`` at ``precision`` (``<graph>.onnx`` or
+    ``<graph>.<precision>.onnx``) on the CPU provider (``threads`` 0 = ORT default)."""
+    from edge_sameo.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(
+        directory, precision, threads=threads or None, providers=("CPUExecutionProvider",)
+    )

@@ -1,7 +1,9 @@
 """Per-stage latency, throughput, peak memory and mask agreement of every runtime.
 
 The original-code-equivalent baseline (torch eager fp32 with the original explicit
-attention) always runs first, so every ratio comes from one run on one machine.
+attention) always runs first, so every ratio comes from one run on one machine. With a
+refiner, each box count also times the refiner on the crops the predictor builds, and the
+masks compared are the predictor's final (refined) masks.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_sameo.backends.base import Backend
+from edge_sameo.backends.recording import RecordingBackend
 from edge_sameo.masks import mask_iou
 from edge_sameo.modeling import EfficientSam
-from edge_sameo.predictor import best_masks
+from edge_sameo.predictor import AmodalPredictor, best_masks
 from edge_sameo.preprocess import resize_pixels
 
 BASELINE = "torch-eager fp32"
@@ -55,6 +58,10 @@ class StageStats:
 
 @dataclass
 class RuntimeResult:
+    """One runtime; per-box-count stages keyed by N. ``refiner``: ``backend.refine`` on the
+    crops of N boxes (empty without a refiner); ``postprocess``: masks from the decoder's
+    logits, or with a refiner the predictor's crop building and pasting."""
+
     name: str
     description: str
     setup_s: float
@@ -66,6 +73,7 @@ class RuntimeResult:
     embedding_rel_err: float
     mask_iou: dict[int, float]
     throughput_fps: dict[int, float] = field(default_factory=dict)
+    refiner: dict[int, StageStats] = field(default_factory=dict)
 
 
 def _timed(fn: Callable[[], Any], iters: int, warmup: int) -> tuple[list[float], Any]:
@@ -109,6 +117,24 @@ def bench_boxes(image_hw: tuple[int, int], n: int, seed: int) -> NDArray[np.floa
     return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
 
 
+def refined_stages(
+    predictor: AmodalPredictor,
+    recorder: RecordingBackend,
+    boxes: NDArray[np.float32],
+    cfg: BenchConfig,
+) -> tuple[list[float], list[float], NDArray[np.bool_]]:
+    """The refiner's stages for (N, 4) XYXY image-pixel ``boxes`` through ``predictor``
+    (over ``recorder``, its image already set): seconds of ``refine`` on the crops the
+    predictor builds, seconds of the predictor's own crop building and pasting per call,
+    and its final (N, H, W) masks."""
+    for _ in range(cfg.warmup):
+        predictor.predict(boxes)
+    preds = [predictor.predict(boxes) for _ in range(cfg.iters)]
+    assert recorder.crops is not None
+    ref_t, _ = _timed(partial(recorder.inner.refine, recorder.crops), cfg.iters, cfg.warmup)
+    return ref_t, [p.speed["postprocess"] / 1e3 for p in preds], preds[-1].masks
+
+
 def run_backend(
     name: str,
     make: Callable[[], Backend],
@@ -126,16 +152,26 @@ def run_backend(
     pre_t, pixels = _timed(partial(resize_pixels, image, s), cfg.iters, cfg.warmup)
     enc_t, emb = _timed(partial(backend.encode, pixels), cfg.iters, cfg.warmup)
     outputs: dict[str, Any] = {"embedding": emb, "masks": {}}
-    dec, post, ious, fps = {}, {}, {}, {}
+    dec, post, refine, ious, fps = {}, {}, {}, {}, {}
     scale = np.array([s / w, s / h, s / w, s / h], np.float32)
+    # The refiner's stages run through the app's own path (decoder -> crops -> refine -> paste).
+    recorder = RecordingBackend(backend)
+    predictor = AmodalPredictor(recorder)
+    if backend.has_refiner:
+        predictor.set_image(image)
     for n in cfg.box_counts:
-        boxes = bench_boxes((h, w), n, cfg.seed) * scale
-        dec_t, out = _timed(partial(backend.decode, emb, boxes), cfg.iters, cfg.warmup)
-        post_t, (masks, _) = _timed(
-            partial(best_masks, out.low_res_logits, out.iou_predictions, (h, w)),
-            cfg.iters,
-            cfg.warmup,
-        )
+        boxes = bench_boxes((h, w), n, cfg.seed)
+        dec_t, out = _timed(partial(backend.decode, emb, boxes * scale), cfg.iters, cfg.warmup)
+        ref_t: list[float] = []
+        if backend.has_refiner:
+            ref_t, post_t, masks = refined_stages(predictor, recorder, boxes, cfg)
+            refine[n] = StageStats.of(ref_t)
+        else:
+            post_t, (masks, _) = _timed(
+                partial(best_masks, out.low_res_logits, out.iou_predictions, (h, w)),
+                cfg.iters,
+                cfg.warmup,
+            )
         dec[n], post[n] = StageStats.of(dec_t), StageStats.of(post_t)
         outputs["masks"][n] = masks
         if reference is not None:
@@ -145,8 +181,8 @@ def run_backend(
             )
         else:
             ious[n] = 1.0
-        total = np.median(pre_t) + np.median(enc_t) + np.median(dec_t) + np.median(post_t)
-        fps[n] = float(1.0 / total)
+        stages = (pre_t, enc_t, dec_t, post_t) + ((ref_t,) if ref_t else ())
+        fps[n] = float(1.0 / sum(float(np.median(t)) for t in stages))
     if reference is not None:
         ref_emb = reference["embedding"]
         rel = float(np.abs(emb - ref_emb).max() / np.abs(ref_emb).max())
@@ -164,6 +200,7 @@ def run_backend(
         embedding_rel_err=rel,
         mask_iou=ious,
         throughput_fps=fps,
+        refiner=refine,
     )
     backend.close()
     return result, outputs
@@ -293,10 +330,14 @@ def run_bench(
 
 
 def markdown_table(report: dict[str, Any]) -> str:
+    """One row per runtime. With a refiner each decoder cell reads ``decoder + refiner``
+    (p50 ms of ``decode`` and of ``refine`` for the same N boxes)."""
     counts = report["config"]["box_counts"]
+    refined = any(r.get("refiner") for r in report["results"])
+    stage = "decoder + refiner" if refined else "decoder"
     head = (
         "| runtime | encoder p50/p95 ms | "
-        + " | ".join(f"decoder N={n} p50 ms" for n in counts)
+        + " | ".join(f"{stage} N={n} p50 ms" for n in counts)
         + " | enc × | "
         + " | ".join(f"dec{n} ×" for n in counts)
         + f" | mask IoU (N={counts[-1]}) | emb rel err | FPS (N={counts[-1]}) | peak RSS MiB |"
@@ -306,9 +347,15 @@ def markdown_table(report: dict[str, Any]) -> str:
     for r in report["results"]:
         ratio = report["speedup_vs_baseline"][r["name"]]
         last = str(counts[-1]) if str(counts[-1]) in r["decoder"] else counts[-1]
+        cells = []
+        for k in r["decoder"]:
+            cell = f"{r['decoder'][k]['p50_ms']:.1f}"
+            if r.get("refiner"):
+                cell += f" + {r['refiner'][k]['p50_ms']:.1f}"
+            cells.append(cell)
         rows.append(
             f"| {r['name']} | {r['encoder']['p50_ms']:.0f} / {r['encoder']['p95_ms']:.0f} | "
-            + " | ".join(f"{r['decoder'][k]['p50_ms']:.1f}" for k in r["decoder"])
+            + " | ".join(cells)
             + f" | {ratio['encoder']:.1f} | "
             + " | ".join(f"{ratio[f'decoder_{n}']:.1f}" for n in counts)
             + f" | {r['mask_iou'][last]:.3f} | {r['embedding_rel_err']:.1e}"
@@ -334,7 +381,20 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.barh(y, enc, height, label="encoder")
     for i, n in enumerate(counts):
         vals = [r["decoder"][n]["p50_ms"] for r in report["results"]]
-        ax.barh(y + (i + 1) * height, vals, height, label=f"decoder N={n}")
+        bars = ax.barh(y + (i + 1) * height, vals, height, label=f"decoder N={n}")
+        refine = [r["refiner"][n]["p50_ms"] if r.get("refiner") else 0.0 for r in report["results"]]
+        if any(refine):
+            # The refiner stacked on its decoder bar, hatched in the same colour.
+            ax.barh(
+                y + (i + 1) * height,
+                refine,
+                height,
+                left=vals,
+                color=bars.patches[0].get_facecolor(),
+                hatch="//",
+                alpha=0.5,
+                label=f"+ refiner N={n}",
+            )
     ax.set_yticks(y + height * len(counts) / 2, names)
     ax.set_xscale("log")
     ax.set_xlabel("p50 latency, ms (log)")

@@ -32,7 +32,7 @@ import torch
 from edge_sameo.build import CONFIGS, build_model
 from edge_sameo.errors import CheckpointError
 from edge_sameo.io import atomic_write_bytes
-from edge_sameo.modeling import EfficientSam, ModelConfig
+from edge_sameo.modeling import EfficientSam, MaskRefiner, ModelConfig, RefinerConfig
 
 FORMAT_NAME = "edge-sameo"
 FORMAT_VERSION = 1
@@ -222,8 +222,13 @@ def model_from_object(
         if not _is_state_dict(state):
             raise CheckpointError(f"{source}: 'state_dict' is missing or not tensors")
         model = build_model(cfg, modal_decoder=any(k.startswith("modal_decoder.") for k in state))
+        if obj.get("refiner_config") is not None:
+            try:
+                model.refiner = MaskRefiner(RefinerConfig.from_dict(dict(obj["refiner_config"])))
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{source}: bad refiner config: {exc}") from None
         _load_strict(model, state, source)
-        return model
+        return model.eval()
     if "decoder" in obj:
         return _load_sameo(obj, base, source)
     if "model" in obj and _is_state_dict(obj["model"]):
@@ -258,6 +263,7 @@ def save_model(
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "config": model.config.to_dict(),
+        "refiner_config": None if model.refiner is None else model.refiner.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),
     }

@@ -20,12 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_sameo.modeling import ModelConfig
+from edge_sameo.modeling import ModelConfig, RefinerConfig
 
 CONTRACT_VERSION = 1
 CONTRACT_FILE = "contract.json"
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
+REFINER_FILE = "refiner.onnx"
 
 # Tensor names: the single source of truth.
 PIXELS = "pixels"
@@ -35,6 +36,8 @@ LOW_RES_LOGITS = "low_res_logits"
 IOU_PREDICTIONS = "iou_predictions"
 MODAL_LOW_RES_LOGITS = "modal_low_res_logits"
 MODAL_IOU_PREDICTIONS = "modal_iou_predictions"
+CROPS = "crops"
+REFINED_LOGITS = "refined_logits"
 #: Symbolic name of the dynamic box axis.
 NUM_BOXES = "num_boxes"
 
@@ -168,6 +171,28 @@ def decoder_contract(
     )
 
 
+def refiner_contract(
+    cfg: RefinerConfig, box_profile: tuple[int, int, int] = DEFAULT_BOX_PROFILE
+) -> GraphContract:
+    """Refiner graph: one crop per box (``edge_sameo.refine.crop_inputs``) -> amodal and
+    visible logits in that crop."""
+    r = cfg.crop
+    return GraphContract(
+        name="refiner",
+        file=REFINER_FILE,
+        inputs=(
+            TensorSpec(
+                CROPS,
+                "float32",
+                (NUM_BOXES, cfg.in_channels, r, r),
+                "per box: RGB, prompt box, decoder logits (edge_sameo.refine.crop_inputs)",
+            ),
+        ),
+        outputs=(TensorSpec(REFINED_LOGITS, "float32", (NUM_BOXES, 2, r, r), "amodal, visible"),),
+        profiles={NUM_BOXES: box_profile},
+    )
+
+
 @dataclass(frozen=True)
 class ExportContract:
     """Everything a runtime needs to know about a set of exported graphs."""
@@ -179,10 +204,26 @@ class ExportContract:
     precision: str = "fp32"
     sha256: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The object-resolution refiner's graph and config, when the model has one.
+    refiner: GraphContract | None = None
+    refiner_config: RefinerConfig | None = None
+
+    def __post_init__(self) -> None:
+        if (self.refiner is None) != (self.refiner_config is None):
+            raise ValueError("a refiner graph and its config come together")
 
     @property
     def has_modal(self) -> bool:
         return MODAL_LOW_RES_LOGITS in self.decoder.output_names
+
+    @property
+    def has_refiner(self) -> bool:
+        return self.refiner is not None
+
+    @property
+    def graphs(self) -> tuple[GraphContract, ...]:
+        """Every graph of the export: encoder, decoder (and refiner)."""
+        return (self.encoder, self.decoder) + ((self.refiner,) if self.refiner else ())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -194,6 +235,10 @@ class ExportContract:
             "precision": self.precision,
             "sha256": dict(self.sha256),
             "extra": dict(self.extra),
+            "refiner": None if self.refiner is None else asdict(self.refiner),
+            "refiner_config": None
+            if self.refiner_config is None
+            else self.refiner_config.to_dict(),
             "preprocess": "pixels = resize(rgb_uint8 / 255, SxS, bilinear, half-pixel); "
             "normalisation (ImageNet mean/std) is inside the encoder graph",
         }
@@ -223,6 +268,10 @@ class ExportContract:
             precision=str(d.get("precision", "fp32")),
             sha256=dict(d.get("sha256", {})),
             extra=dict(d.get("extra", {})),
+            refiner=graph(d["refiner"]) if d.get("refiner") else None,
+            refiner_config=(
+                RefinerConfig.from_dict(d["refiner_config"]) if d.get("refiner_config") else None
+            ),
         )
 
     def write(self, directory: str | Path) -> Path:

@@ -17,6 +17,7 @@ from edge_sameo.errors import InputError
 from edge_sameo.io import to_rgb_uint8
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.preprocess import resize_pixels, upscale_masks
+from edge_sameo.refine import paste_masks, refiner_crops
 
 
 @dataclass(frozen=True)
@@ -25,15 +26,16 @@ class Prediction:
 
     masks: (N, H, W) bool — per box the candidate with the highest predicted IoU,
         upsampled bicubically from the low-res logits and thresholded at logit >= 0
-        (amodal with SAMEO decoder weights).
+        (amodal with SAMEO decoder weights); with a refiner, its amodal mask instead.
     scores: (N,) float32 — predicted IoU of the chosen mask.
     low_res_logits: (N, 3, L, L) float32 — all candidates, unsorted (L = 256 at 1024 px).
     iou_predictions: (N, 3) float32.
     boxes: (N, 4) float32 XYXY in image pixels — the prompts after clipping/reordering.
     visible_masks / visible_scores: (N, H, W) bool / (N,) float32 from the modal
-        decoder when the model has one (``None`` otherwise).
+        decoder when the model has one (``None`` otherwise); with a refiner, its visible
+        mask (kept inside the amodal one).
     speed: milliseconds per stage (``preprocess``, ``encoder`` from ``set_image``;
-        ``decoder``, ``postprocess`` from ``predict``).
+        ``decoder``, ``refiner`` (0 without one), ``postprocess`` from ``predict``).
     """
 
     masks: NDArray[np.bool_]
@@ -104,6 +106,7 @@ class AmodalPredictor:
             options: dict[str, Any] = {"device": device} if name == "torch" and device else {}
             self.backend = create_backend(model_or_artifacts, name, precision, **options)
         self._embedding: NDArray[np.float32] | None = None
+        self._image: NDArray[np.uint8] | None = None
         self._image_hw: tuple[int, int] | None = None
         self._speed: dict[str, float] = {}
 
@@ -131,10 +134,12 @@ class AmodalPredictor:
         self._embedding = self.backend.encode(pixels)
         t2 = time.perf_counter()
         self._image_hw = (rgb.shape[0], rgb.shape[1])
+        self._image = rgb
         self._speed = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3}
 
     def reset_image(self) -> None:
         self._embedding = None
+        self._image = None
         self._image_hw = None
         self._speed = {}
 
@@ -162,20 +167,27 @@ class AmodalPredictor:
                 boxes=clean,
                 visible_masks=np.zeros((0, h, w), bool) if modal else None,
                 visible_scores=np.zeros(0, np.float32) if modal else None,
-                speed={**speed, "decoder": 0.0, "postprocess": 0.0},
+                speed={**speed, "decoder": 0.0, "refiner": 0.0, "postprocess": 0.0},
             )
         t0 = time.perf_counter()
         scale = np.array([s / w, s / h, s / w, s / h], np.float32)
         out = self.backend.decode(embedding, clean * scale)
         t1 = time.perf_counter()
-        masks, scores = best_masks(out.low_res_logits, out.iou_predictions, (h, w))
-        visible = visible_scores = None
-        if out.modal_low_res_logits is not None and out.modal_iou_predictions is not None:
-            visible, visible_scores = best_masks(
-                out.modal_low_res_logits, out.modal_iou_predictions, (h, w)
-            )
+        refine_ms = 0.0
+        visible: NDArray[np.bool_] | None = None
+        visible_scores: NDArray[np.float32] | None = None
+        if self.backend.has_refiner:
+            masks, scores, visible, visible_scores, refine_ms = self._refined(clean, out)
+        else:
+            masks, scores = best_masks(out.low_res_logits, out.iou_predictions, (h, w))
+            if out.modal_low_res_logits is not None and out.modal_iou_predictions is not None:
+                visible, visible_scores = best_masks(
+                    out.modal_low_res_logits, out.modal_iou_predictions, (h, w)
+                )
         t2 = time.perf_counter()
-        speed.update(decoder=(t1 - t0) * 1e3, postprocess=(t2 - t1) * 1e3)
+        speed.update(
+            decoder=(t1 - t0) * 1e3, refiner=refine_ms, postprocess=(t2 - t1) * 1e3 - refine_ms
+        )
         return Prediction(
             masks=masks,
             scores=scores,
@@ -186,3 +198,32 @@ class AmodalPredictor:
             visible_scores=visible_scores,
             speed=speed,
         )
+
+    def _refined(
+        self, boxes: NDArray[np.float32], out: Any
+    ) -> tuple[
+        NDArray[np.bool_], NDArray[np.float32], NDArray[np.bool_], NDArray[np.float32], float
+    ]:
+        """The refiner's amodal and visible masks for the decoded boxes, the decoders'
+        chosen IoU predictions as their scores, and the refiner's own time (ms)."""
+        assert self._image is not None and self._image_hw is not None
+        cfg = self.backend.contract.refiner_config
+        assert cfg is not None
+        rows = np.arange(len(boxes))
+        best = out.iou_predictions.argmax(axis=1)
+        amodal_lr = out.low_res_logits[rows, best]
+        scores = out.iou_predictions[rows, best].astype(np.float32)
+        if out.modal_low_res_logits is not None:
+            vbest = out.modal_iou_predictions.argmax(axis=1)
+            visible_lr = out.modal_low_res_logits[rows, vbest]
+            visible_scores = out.modal_iou_predictions[rows, vbest].astype(np.float32)
+        elif cfg.use_logits:
+            raise InputError("this refiner needs a model with a modal (visible) decoder")
+        else:
+            visible_lr, visible_scores = None, scores
+        windows, crops = refiner_crops(self._image, boxes, cfg, amodal_lr, visible_lr)
+        t0 = time.perf_counter()
+        logits = self.backend.refine(crops)
+        ms = (time.perf_counter() - t0) * 1e3
+        amodal, visible = paste_masks(logits, windows, self._image_hw)
+        return amodal, scores, visible, visible_scores, ms

@@ -11,12 +11,14 @@ import torch
 
 from edge_sameo.contract import (
     BOXES,
+    CROPS,
     IMAGE_EMBEDDINGS,
     IOU_PREDICTIONS,
     LOW_RES_LOGITS,
     MODAL_IOU_PREDICTIONS,
     MODAL_LOW_RES_LOGITS,
     PIXELS,
+    REFINED_LOGITS,
     ExportContract,
 )
 from edge_sameo.errors import EdgeSameoError
@@ -44,20 +46,24 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-12))
 
 
-def torch_reference(
-    model: EfficientSam, pixels: np.ndarray, boxes: np.ndarray
-) -> dict[str, np.ndarray]:
-    """The plain PyTorch outputs (the model as loaded, no export rewrites)."""
+def torch_reference(model: EfficientSam, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The plain PyTorch outputs (the model as loaded, no export rewrites) for
+    :func:`engines.export.reference_inputs`, keyed by output tensor name."""
     s = model.config.img_size
     with torch.no_grad():
-        emb = model.encode(normalize_resized(torch.from_numpy(pixels), s))
-        b = torch.from_numpy(boxes)
+        emb = model.encode(normalize_resized(torch.from_numpy(inputs[PIXELS]), s))
+        b = torch.from_numpy(inputs[BOXES])
         out = {IMAGE_EMBEDDINGS: emb.numpy()}
         logits, iou = model.decode_boxes(emb, b)
         out[LOW_RES_LOGITS], out[IOU_PREDICTIONS] = logits.numpy(), iou.numpy()
         if model.has_modal_decoder:
             logits, iou = model.decode_boxes(emb, b, decoder="modal")
             out[MODAL_LOW_RES_LOGITS], out[MODAL_IOU_PREDICTIONS] = logits.numpy(), iou.numpy()
+        if model.refiner is not None and CROPS in inputs:
+            # Batch norm as exported (running statistics), whatever mode the model is in.
+            training = model.refiner.training
+            out[REFINED_LOGITS] = model.refiner.eval()(torch.from_numpy(inputs[CROPS])).numpy()
+            model.refiner.train(training)
     return out
 
 
@@ -66,11 +72,11 @@ def check_export(
     model: EfficientSam,
     *,
     max_rel_err: float = MAX_REL_ERR,
-    box_counts: tuple[int, ...] = (1, 5),
+    box_counts: tuple[int, ...] = (1, 3, 8),
 ) -> CheckReport:
-    """Run both graphs on ONNX Runtime against PyTorch (several box counts, to prove
-    the dynamic axis) and check their operators against the TensorRT parser tables.
-    Raises ``ExportCheckError`` on the first problem."""
+    """Run every graph of the export on ONNX Runtime against PyTorch (several box counts,
+    to prove the dynamic axis) and check their operators against the TensorRT parser
+    tables. Raises ``ExportCheckError`` on the first problem."""
     import onnxruntime as ort
 
     from engines.export import reference_inputs
@@ -79,7 +85,7 @@ def check_export(
     contract = ExportContract.read(directory)
     targets = TRT_TARGETS + (("8.5",) if contract.opset < 17 else ())
     report = CheckReport(trt_versions=targets)
-    for graph in (contract.encoder, contract.decoder):
+    for graph in contract.graphs:
         proto = onnx.load(str(directory / graph.file))
         onnx.checker.check_model(proto)
         counts: dict[str, int] = {}
@@ -93,18 +99,22 @@ def check_export(
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    enc = ort.InferenceSession(
-        str(directory / contract.encoder.file), opts, providers=["CPUExecutionProvider"]
-    )
-    dec = ort.InferenceSession(
-        str(directory / contract.decoder.file), opts, providers=["CPUExecutionProvider"]
-    )
+    sessions = {
+        graph.name: ort.InferenceSession(
+            str(directory / graph.file), opts, providers=["CPUExecutionProvider"]
+        )
+        for graph in contract.graphs
+    }
     for n in box_counts:
         inputs = reference_inputs(contract, seed=n, num_boxes=n)
-        ref = torch_reference(model, inputs["pixels"], inputs["boxes"])
-        (emb,) = enc.run(None, {PIXELS: inputs["pixels"]})
-        outs = dec.run(None, {IMAGE_EMBEDDINGS: ref[IMAGE_EMBEDDINGS], BOXES: inputs["boxes"]})
-        got = {IMAGE_EMBEDDINGS: emb, **dict(zip(contract.decoder.output_names, outs, strict=True))}
+        ref = torch_reference(model, inputs)
+        # Each graph gets PyTorch's upstream outputs (the decoder the reference embedding),
+        # so an error is charged to the graph that made it.
+        feeds = {**inputs, **ref}
+        got: dict[str, np.ndarray] = {}
+        for graph in contract.graphs:
+            outs = sessions[graph.name].run(None, {k: feeds[k] for k in graph.input_names})
+            got.update(zip(graph.output_names, outs, strict=True))
         for name, value in got.items():
             if value.shape != ref[name].shape:
                 raise ExportCheckError(f"{name}: shape {value.shape}, expected {ref[name].shape}")

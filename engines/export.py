@@ -1,4 +1,4 @@
-"""ONNX export of the encoder and the (dual) decoder.
+"""ONNX export of the encoder, the (dual) decoder and, when the model has one, the refiner.
 
 The graphs wrap the *real* submodules of a loaded model (no vendored copy) and rewrite
 only what TensorRT cannot take as is:
@@ -7,6 +7,9 @@ only what TensorRT cannot take as is:
 * attention uses the explicit form with Q scaled *before* Q·Kᵀ (fusable by TensorRT);
 * the decoder's dense positional encoding becomes a constant;
 * for opset < 17 ``LayerNormalization`` is decomposed (TensorRT 8.5 / JetPack 5).
+
+The refiner (convolutions, batch norm, max-pool, nearest upsampling) needs no rewrite: it
+is exported as it is, in eval mode, so each batch norm folds into its convolution.
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ import torch
 from torch import nn
 
 from edge_sameo.contract import (
+    BOXES,
+    CROPS,
     DEFAULT_BOX_PROFILE,
     DEFAULT_OPSET,
+    PIXELS,
     ExportContract,
     GraphContract,
     decoder_contract,
     encoder_contract,
+    refiner_contract,
 )
 from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_bytes
@@ -121,6 +128,20 @@ class DecoderGraph(nn.Module):
         return tuple(outs)
 
 
+class RefinerGraph(nn.Module):
+    """crops (N, C_in, R, R) float32 (``edge_sameo.refine.crop_inputs``) -> refined logits
+    (N, 2, R, R): the model's own refiner, under the node scope ``/refiner/``."""
+
+    def __init__(self, model: EfficientSam) -> None:
+        super().__init__()
+        if model.refiner is None:
+            raise InputError("this model has no refiner")
+        self.refiner = model.refiner
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.refiner(crops)
+
+
 def _export(
     module: nn.Module, args: tuple[torch.Tensor, ...], contract: GraphContract, opset: int
 ) -> bytes:
@@ -145,7 +166,8 @@ def _export(
 
 
 def export_onnx(model: EfficientSam, cfg: ExportConfig) -> ExportContract:
-    """Write ``encoder.onnx``, ``decoder.onnx`` and ``contract.json`` into ``cfg.out_dir``.
+    """Write ``encoder.onnx``, ``decoder.onnx`` (and ``refiner.onnx`` when the model has a
+    refiner) and ``contract.json`` into ``cfg.out_dir``.
 
     With ``cfg.check`` every graph is run on ONNX Runtime against PyTorch and its
     operators are checked against the TensorRT parser tables (see ``engines.checks``).
@@ -153,6 +175,8 @@ def export_onnx(model: EfficientSam, cfg: ExportConfig) -> ExportContract:
     m = inference_copy(model)
     mc = m.config
     modal = cfg.dual and m.has_modal_decoder
+    if m.refiner is not None and m.refiner.config.use_logits and not modal:
+        raise InputError("this refiner takes the modal decoder's logits: export that decoder too")
     enc_c = encoder_contract(mc)
     dec_c = decoder_contract(mc, modal=modal, box_profile=cfg.box_profile)
     pixels = torch.rand(
@@ -170,6 +194,14 @@ def export_onnx(model: EfficientSam, cfg: ExportConfig) -> ExportContract:
         enc_c.file: _export(encoder, (pixels,), enc_c, cfg.opset),
         dec_c.file: _export(DecoderGraph(m, modal), (emb, boxes), dec_c, cfg.opset),
     }
+    ref_c = None
+    if m.refiner is not None:
+        ref_c = refiner_contract(m.refiner.config, box_profile=cfg.box_profile)
+        crops = torch.randn(
+            ref_c.input(ref_c.input_names[0]).concrete(num_boxes=3),
+            generator=torch.Generator().manual_seed(0),
+        )
+        files[ref_c.file] = _export(RefinerGraph(m), (crops,), ref_c, cfg.opset)
     out = Path(cfg.out_dir)
     for name, data in files.items():
         atomic_write_bytes(out / name, data)
@@ -179,6 +211,8 @@ def export_onnx(model: EfficientSam, cfg: ExportConfig) -> ExportContract:
         decoder=dec_c,
         opset=cfg.opset,
         sha256={name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        refiner=ref_c,
+        refiner_config=None if m.refiner is None else m.refiner.config,
     )
     contract.write(out)
     if cfg.check:
@@ -191,11 +225,17 @@ def export_onnx(model: EfficientSam, cfg: ExportConfig) -> ExportContract:
 def reference_inputs(
     contract: ExportContract, seed: int = 0, num_boxes: int = 4
 ) -> dict[str, np.ndarray]:
-    """Deterministic pixels and boxes for graph checks (boxes in the S×S frame)."""
+    """Deterministic inputs for graph checks, keyed by tensor name: pixels (1, 3, S, S) in
+    [0, 1], boxes (N, 4) XYXY in the S×S frame and, with a refiner, crops (N, C, R, R)
+    (standard normal: the range of the normalised RGB and logit channels)."""
     rng = np.random.default_rng(seed)
     s = contract.model.img_size
     pixels = rng.random((1, 3, s, s), dtype=np.float32)
     xy = rng.uniform(0, s * 0.6, (num_boxes, 2))
     wh = rng.uniform(s * 0.1, s * 0.4, (num_boxes, 2))
     boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
-    return {"pixels": pixels, "boxes": boxes}
+    out = {PIXELS: pixels, BOXES: boxes}
+    if contract.refiner is not None:
+        shape = contract.refiner.input(CROPS).concrete(num_boxes=num_boxes)
+        out[CROPS] = rng.standard_normal(shape, dtype=np.float32)
+    return out

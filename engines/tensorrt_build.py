@@ -45,7 +45,8 @@ TrtParser = Any  # tensorrt.OnnxParser
 TrtProfile = Any  # tensorrt.IOptimizationProfile
 
 PRECISIONS = ("fp32", "fp16", "int8")
-GRAPHS = ("encoder", "decoder", "both")
+#: What ``BuildConfig.graphs`` selects: every graph of the export, or one of them.
+GRAPHS = ("all", "encoder", "decoder", "refiner")
 ROUTES = ("auto", "flags", "typed")
 #: Layer groups that may be pinned to FP32 on the flags route (see :func:`select_fp32_layers`).
 KEEP_FP32_CHOICES = ("LayerNorm", "Softmax", "Add")
@@ -87,17 +88,18 @@ class BuildConfig:
 
     ``calibration_feeds``: for INT8 on the flags route without a Q/DQ graph, the feeds of
     TensorRT's entropy calibrator: a mapping graph name -> iterable of :data:`Feeds`
-    (``{"encoder": batcher.encoder_feeds(), "decoder": batcher.decoder_feeds(ort)}``), or
-    one iterable used for every graph built (then pass a re-iterable, not a generator,
-    when building both). Boxes are cycled/cut to the profile's opt count (TensorRT
-    calibrates at the calibration profile's opt shape).
+    (``{"encoder": batcher.encoder_feeds(), "decoder": batcher.decoder_feeds(ort),
+    "refiner": batcher.refiner_feeds(backend)}``), or one iterable used for every graph
+    built (then pass a re-iterable, not a generator, when building several). Boxes and
+    crops are cycled/cut to the profile's opt count (TensorRT calibrates at the
+    calibration profile's opt shape).
     """
 
     onnx_dir: Path
     precision: str = "fp16"
     #: Engines (and their sidecars) go here; default: beside the ONNX graphs.
     out_dir: Path | None = None
-    graphs: str = "both"
+    graphs: str = "all"
     workspace_mib: int | None = None
     timing_cache: Path | None = None
     max_aux_streams: int | None = None
@@ -142,9 +144,12 @@ class BuildConfig:
         return self.out_dir if self.out_dir is not None else self.onnx_dir
 
     def selected(self, contract: ExportContract) -> tuple[GraphContract, ...]:
-        return tuple(
-            g for g in (contract.encoder, contract.decoder) if self.graphs in (g.name, "both")
-        )
+        """The graphs of ``contract`` to build; :class:`InputError` when the one asked for
+        is not part of the export (a refiner for a model without one)."""
+        graphs = tuple(g for g in contract.graphs if self.graphs in (g.name, "all"))
+        if not graphs:
+            raise InputError(f"this export has no {self.graphs} graph")
+        return graphs
 
     def feeds_for(self, graph: str) -> Iterable[Feeds] | None:
         feeds = self.calibration_feeds

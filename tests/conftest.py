@@ -53,6 +53,36 @@ def seeded_tiny(seed: int = 0) -> EfficientSam:
     return model
 
 
+#: Box prompts (XYXY pixels) of the 96×128 reference images for the refiner tests.
+REFINER_BOXES = np.array([[5, 6, 60, 70], [20, 10, 120, 90], [0, 0, 50, 40]], np.float32)
+
+
+def refined_tiny(seed: int = 0) -> EfficientSam:
+    """The tiny model with a modal decoder and a small refiner whose logits are
+    standardised on the crops of a reference image (a random refiner's logits barely vary,
+    so its masks are all or nothing): masks with boundaries, comparable pixel by pixel."""
+    from edge_sameo.backends.recording import RecordingBackend
+    from edge_sameo.backends.torch_backend import TorchBackend
+    from edge_sameo.predictor import AmodalPredictor
+    from edge_sameo.seeded import reference_image
+    from tests.test_refiner import with_refiner
+
+    model = with_refiner(seeded_tiny(seed))
+    assert model.refiner is not None
+    recorder = RecordingBackend(TorchBackend(model, "fp32", "cpu"))
+    predictor = AmodalPredictor(recorder)
+    predictor.set_image(reference_image(96, 128, seed=3))
+    predictor.predict(REFINER_BOXES)
+    assert recorder.crops is not None
+    with torch.no_grad():
+        out = model.refiner(torch.from_numpy(recorder.crops)).transpose(0, 1).flatten(1)
+        centre, spread = out.median(dim=1).values, out.std(dim=1)
+        head = model.refiner.head
+        head.weight /= spread.view(-1, 1, 1, 1)
+        head.bias.copy_((head.bias - centre) / spread)
+    return model
+
+
 @pytest.fixture()
 def tiny_model() -> EfficientSam:
     return seeded_tiny()

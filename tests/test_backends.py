@@ -164,3 +164,95 @@ def test_predictor_on_export_folder_gives_visible_and_amodal(
     assert got.visible_scores is not None and got.visible_scores.shape == (2,)
     empty = onnx_pred.predict([])
     assert empty.visible_masks is not None and empty.visible_masks.shape == (0, 96, 128)
+
+
+# --- the refiner on every runtime ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def refined_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EfficientSam]:
+    """A refiner model and its export."""
+    from tests.conftest import refined_tiny
+
+    out = tmp_path_factory.mktemp("refined")
+    model = refined_tiny()
+    export_onnx(model, ExportConfig(out_dir=out, check=False))
+    return out, model
+
+
+@pytest.fixture(scope="module")
+def crops(refined_export: tuple[Path, EfficientSam]) -> np.ndarray:
+    """The crops the predictor builds for the refiner on a test image (torch fp32)."""
+    from edge_sameo.backends.recording import RecordingBackend
+    from tests.conftest import REFINER_BOXES
+
+    recorder = RecordingBackend(TorchBackend(refined_export[1], "fp32", "cpu"))
+    predictor = AmodalPredictor(recorder)
+    predictor.set_image(reference_image(96, 128, seed=4))
+    predictor.predict(REFINER_BOXES)
+    assert recorder.crops is not None and recorder.crops.shape == (3, 6, 32, 32)
+    return recorder.crops
+
+
+@pytest.mark.parametrize("name, _", FP32_RUNTIMES[1:])
+def test_refine_matches_torch(
+    name: str, _: None, refined_export: tuple[Path, EfficientSam], crops: np.ndarray
+) -> None:
+    directory, model = refined_export
+    backend = create_backend(directory, name, "fp32")
+    assert backend.has_refiner
+    ref = TorchBackend(model, "fp32", "cpu").refine(crops)
+    got = backend.refine(crops)
+    assert got.shape == ref.shape == (3, 2, 32, 32) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name, _", FP32_RUNTIMES[1:])
+def test_predictor_masks_with_refiner_match_torch(
+    name: str, _: None, refined_export: tuple[Path, EfficientSam]
+) -> None:
+    from tests.conftest import REFINER_BOXES
+
+    directory, model = refined_export
+    image = reference_image(96, 128, seed=4)
+    results = []
+    for predictor in (AmodalPredictor(model), AmodalPredictor(directory, name, "fp32")):
+        predictor.set_image(image)
+        results.append(predictor.predict(REFINER_BOXES))
+    expected, got = results
+    assert expected.masks.any() and not expected.masks.all()  # masks with boundaries
+    assert expected.visible_masks is not None and got.visible_masks is not None
+    # Pixels whose refined logit is ~0 may flip between runtimes; nothing else.
+    assert (got.masks != expected.masks).mean() < 1e-3
+    assert (got.visible_masks != expected.visible_masks).mean() < 1e-3
+    assert got.speed["refiner"] > 0
+
+
+def test_a_model_without_refiner_cannot_refine(export_dir: Path) -> None:
+    backend = create_backend(export_dir, "onnxruntime")
+    assert not backend.has_refiner
+    with pytest.raises(InputError, match="no refiner"):
+        backend.refine(np.zeros((1, 6, 32, 32), np.float32))
+
+
+@pytest.mark.skipif(not HAS_OV, reason="no openvino")
+def test_openvino_runs_the_refiner_at_the_decoder_precision(
+    refined_export: tuple[Path, EfficientSam], crops: np.ndarray
+) -> None:
+    from edge_sameo.backends.openvino_backend import OpenVINOBackend
+
+    backend = OpenVINOBackend(refined_export[0], "bf16", decoder_precision="fp32")
+    assert backend.describe() == "openvino bf16 encoder, fp32 decoder + refiner"
+    ref = TorchBackend(refined_export[1], "fp32", "cpu").refine(crops)
+    assert rel(backend.refine(crops), ref) <= 1e-4
+
+
+def test_export_cache_key_covers_the_refiner_config() -> None:
+    from edge_sameo.backends.registry import weights_digest
+    from edge_sameo.modeling import RefinerConfig
+    from tests.test_refiner import with_refiner
+
+    small = with_refiner(dual_tiny())
+    larger_crop = with_refiner(dual_tiny(), RefinerConfig(crop=64, widths=(4, 8, 16)))
+    assert weights_digest(small) != weights_digest(larger_crop)  # the same weights
+    assert weights_digest(small) != weights_digest(dual_tiny())

@@ -35,3 +35,24 @@ def test_bench_config_validation() -> None:
         BenchConfig(box_counts=(0,))
     with pytest.raises(ValueError):
         BenchConfig(iters=0)
+
+
+def test_bench_times_the_refiner_and_compares_final_masks(tmp_path: Path) -> None:
+    from tests.conftest import refined_tiny
+
+    cfg = BenchConfig(box_counts=(1, 3), iters=2, warmup=0)
+    lines: list[str] = []
+    report = run_bench(
+        refined_tiny(), reference_image(96, 128, 3), cfg, None, ["onnxruntime fp32"], lines.append
+    )
+    names = [r["name"] for r in report["results"]]
+    assert names == [BASELINE, "onnxruntime fp32"]
+    for r in report["results"]:
+        assert set(r["refiner"]) == {1, 3} and r["refiner"][3]["p50_ms"] > 0
+        assert r["postprocess"][3]["p50_ms"] > 0
+    # The predictor's final (refined) masks, compared with the baseline's.
+    assert report["results"][1]["mask_iou"][3] > 0.99
+    table = markdown_table(report)
+    assert "decoder + refiner N=3 p50 ms" in table
+    assert len(table.splitlines()[2].split(" + ")) == 3  # one "dec + ref" cell per box count
+    assert all(p.is_file() for p in write_report(report, tmp_path))

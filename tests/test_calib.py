@@ -17,10 +17,10 @@ from calib.build import CalibrateConfig, calibrate
 from calib.fp16 import build_fp16
 from calib.meta import read_calib_meta
 from calib.naming import CALIB_META_FILE, precision_onnx_name, precision_onnx_path
-from calib.qdq import build_int8
-from calib.report import compare_precision
-from calib.session import cpu_session
-from edge_sameo.contract import BOXES, IMAGE_EMBEDDINGS, PIXELS, ExportContract
+from calib.qdq import build_int8, quantized_nodes
+from calib.report import compare_precision, rel_l2
+from calib.session import cpu_backend, cpu_session
+from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS, ExportContract
 from edge_sameo.errors import InputError
 from engines.export import ExportConfig, export_onnx, reference_inputs
 from engines.trt_ops import check_trt_ops
@@ -242,3 +242,95 @@ def test_cli_gates_and_bad_input(
     bad_source = ["calibrate", "--onnx", str(export_dir), "--precision", "int8"]
     assert cli([*bad_source, "--source", "video"]) == 2
     assert cli([*bad_source, "--source", "folder", str(tmp_path / "none")]) == 2
+
+
+# --- the refiner graph -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def refined_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny export with a refiner, and its fp16 and int8 variants."""
+    from tests.conftest import refined_tiny
+
+    out = tmp_path_factory.mktemp("refined")
+    export_onnx(refined_tiny(), ExportConfig(out_dir=out, check=False))
+    build_fp16(out)
+    build_int8(out, BatcherConfig(count=4, **SMALL))
+    return out
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_refiner_variants(refined_dir: Path, precision: str) -> None:
+    path = precision_onnx_path(refined_dir, "refiner.onnx", precision)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    for version in ("8.6", "10.1"):
+        assert check_trt_ops(proto, version) == [], version
+    sess = cpu_session(path)
+    assert all(t.type == "tensor(float)" for t in sess.get_inputs() + sess.get_outputs())
+    # Real crops (int8 scales were calibrated on such; random tensors saturate them).
+    batcher = ImageBatcher(BatcherConfig(count=4, **SMALL), 128).held_out(1)
+    (feed,) = batcher.refiner_feeds(cpu_backend(refined_dir))
+    (got,) = sess.run(None, feed)
+    (ref,) = cpu_session(refined_dir / "refiner.onnx").run(None, feed)
+    assert got.shape == (len(feed[CROPS]), 2, 32, 32)
+    assert rel_l2(got, ref) < (0.01 if precision == "fp16" else 0.1)
+    entry = read_calib_meta(refined_dir)["graphs"][path.name]
+    assert entry["from"] == "refiner.onnx"
+    assert entry["kept_float"]["nodes"] == ["/refiner/head/Conv"]
+
+
+def test_int8_refiner_quantizes_its_convolutions(refined_dir: Path) -> None:
+    proto = onnx.load(str(precision_onnx_path(refined_dir, "refiner.onnx", "int8")))
+    convs = {n.name for n in proto.graph.node if n.op_type == "Conv"}
+    assert set(quantized_nodes(proto)) == convs - {"/refiner/head/Conv"}
+    entry = read_calib_meta(refined_dir)["graphs"]["refiner.int8.onnx"]
+    assert entry["calibration_samples"] == 4 and "crops" in entry["calibration"]
+
+
+def test_refiner_feeds_are_the_predictors_crops(refined_dir: Path) -> None:
+    from edge_sameo.backends.recording import RecordingBackend
+    from edge_sameo.predictor import AmodalPredictor
+
+    batcher = ImageBatcher(BatcherConfig(count=2, **SMALL), 128)
+    backend = cpu_backend(refined_dir)
+    feeds = list(batcher.refiner_feeds(backend))
+    assert len(feeds) == 2
+    recorder = RecordingBackend(backend)
+    predictor = AmodalPredictor(recorder)
+    sample = next(batcher.samples())
+    predictor.set_image(sample.image)
+    predictor.predict(sample.boxes)
+    np.testing.assert_array_equal(feeds[0][CROPS], recorder.crops)
+    assert feeds[0][CROPS].shape == (len(sample.boxes), 6, 32, 32)
+    with pytest.raises(InputError, match="no refiner"):
+        next(batcher.refiner_feeds(cpu_backend(export_dir_of_plain(refined_dir))))
+
+
+def export_dir_of_plain(refined_dir: Path) -> Path:
+    """A plain (no refiner) export beside ``refined_dir``."""
+    out = refined_dir.parent / "plain"
+    if not (out / "contract.json").is_file():
+        export_onnx(seeded_tiny(), ExportConfig(out_dir=out, check=False))
+    return out
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_accuracy_report_covers_the_refiner(refined_dir: Path, precision: str) -> None:
+    from calib.report import Gates
+
+    held_out = ImageBatcher(BatcherConfig(count=4, **SMALL), 128).held_out(2)
+    report = compare_precision(refined_dir, precision, held_out)
+    r = report.refiner
+    assert r is not None
+    assert r.boxes == report.heads[0].boxes > 0
+    assert 0.0 <= r.amodal_min_iou <= r.amodal_mean_iou <= 1.0
+    assert 0.0 <= r.visible_min_iou <= r.visible_mean_iou <= 1.0
+    assert 0.0 < r.logits_rel_err_max < (0.01 if precision == "fp16" else 0.2)
+    assert report.files["refiner"] == f"refiner.{precision}.onnx"
+    table = report.format_table()
+    assert "refined amodal" in table and "refined visible" in table
+    assert {"refined amodal", "refined visible"} <= set(report.mask_ious())
+    failures = report.failures(Gates(mask_iou=1.0))
+    assert any(line.startswith("refined amodal") for line in failures) == (r.amodal_mean_iou < 1)
+    json.dumps(report.to_dict())

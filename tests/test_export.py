@@ -1,25 +1,32 @@
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper
 
 from edge_sameo import build_model
 from edge_sameo.cli import main
 from edge_sameo.contract import (
     BOXES,
+    CROPS,
     IMAGE_EMBEDDINGS,
     LOW_RES_LOGITS,
     MODAL_LOW_RES_LOGITS,
     NUM_BOXES,
     PIXELS,
+    REFINED_LOGITS,
+    REFINER_FILE,
     ExportContract,
     decoder_contract,
 )
+from edge_sameo.errors import InputError
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.seeded import manifest_of, seeded_state_dict
 from engines.checks import ExportCheckError, check_export
@@ -135,3 +142,84 @@ def test_exported_decoder_handles_any_box_count(exported: tuple[Path, EfficientS
         logits, iou, modal_logits, _ = sess.run(None, {IMAGE_EMBEDDINGS: emb, BOXES: boxes})
         assert logits.shape == (n, 3, 32, 32) and iou.shape == (n, 3)
         assert modal_logits.shape == logits.shape
+
+
+# --- the refiner graph -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def refined(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EfficientSam]:
+    from tests.conftest import refined_tiny
+
+    out = tmp_path_factory.mktemp("refined")
+    model = refined_tiny()
+    export_onnx(model, ExportConfig(out_dir=out))  # check=True: every graph, N = 1, 3, 8
+    return out, model
+
+
+def test_export_writes_the_refiner_graph(refined: tuple[Path, EfficientSam]) -> None:
+    out, model = refined
+    assert model.refiner is not None
+    contract = ExportContract.read(out)
+    assert contract.has_refiner and contract.refiner_config == model.refiner.config
+    assert [g.name for g in contract.graphs] == ["encoder", "decoder", "refiner"]
+    assert ExportContract.from_dict(contract.to_dict()) == contract
+    assert contract.refiner is not None and contract.refiner.profiles[NUM_BOXES] == (1, 8, 64)
+    for name, digest in contract.sha256.items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    assert set(contract.sha256) == {"encoder.onnx", "decoder.onnx", "refiner.onnx"}
+    proto = onnx.load(str(out / REFINER_FILE))
+    assert [i.name for i in proto.graph.input] == [CROPS]
+    assert [o.name for o in proto.graph.output] == [REFINED_LOGITS]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == NUM_BOXES
+    assert proto.opset_import[0].version == contract.opset
+    ops = {n.op_type for n in proto.graph.node}
+    assert "Conv" in ops and "BatchNormalization" not in ops  # folded in eval mode
+    assert all(n.name.startswith("/refiner/") for n in proto.graph.node if n.op_type == "Conv")
+
+
+def test_check_covers_the_refiner(refined: tuple[Path, EfficientSam]) -> None:
+    out, model = refined
+    report = check_export(out, model, box_counts=(1, 3, 8))
+    assert report.rel_err[REFINED_LOGITS] <= 1e-4
+    assert {"Conv", "MaxPool", "Resize", "Concat"} <= set(report.op_counts["refiner"])
+    other = copy.deepcopy(model)
+    assert other.refiner is not None
+    with torch.no_grad():
+        other.refiner.head.bias += 1.0
+    with pytest.raises(ExportCheckError, match="refined_logits differs from PyTorch"):
+        check_export(out, other)
+
+
+def test_refiner_runs_at_any_box_count(refined: tuple[Path, EfficientSam]) -> None:
+    import onnxruntime as ort
+
+    out, model = refined
+    assert model.refiner is not None
+    sess = ort.InferenceSession(str(out / REFINER_FILE), providers=["CPUExecutionProvider"])
+    for n in (1, 3, 70):
+        crops = np.random.default_rng(n).standard_normal((n, 6, 32, 32)).astype(np.float32)
+        (logits,) = sess.run(None, {CROPS: crops})
+        with torch.no_grad():
+            ref = model.refiner(torch.from_numpy(crops)).numpy()
+        np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_refiner_needs_the_modal_decoder(tmp_path: Path) -> None:
+    from tests.conftest import refined_tiny
+
+    with pytest.raises(InputError, match="modal decoder's logits"):
+        export_onnx(refined_tiny(), ExportConfig(out_dir=tmp_path, dual=False, check=False))
+
+
+@pytest.mark.slow
+def test_export_cli_with_a_refiner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_sameo.checkpoint import save_model
+    from tests.conftest import refined_tiny
+
+    save_model(refined_tiny(), tmp_path / "refined.pt")
+    argv = ["export", "--model", str(tmp_path / "refined.pt"), "--out", str(tmp_path / "e")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "refiner.onnx: refined_logits ['num_boxes', 2, 32, 32]" in out
+    assert "refined_logits" in out.split("rel err:")[1]

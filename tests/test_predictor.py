@@ -23,7 +23,7 @@ def test_result_shapes_and_types(predictor: AmodalPredictor) -> None:
     assert r.low_res_logits.shape == (2, 3, lr, lr) and r.low_res_logits.dtype == np.float32
     assert r.iou_predictions.shape == (2, 3)
     np.testing.assert_array_equal(r.scores, r.iou_predictions.max(axis=1))
-    assert set(r.speed) == {"preprocess", "encoder", "decoder", "postprocess"}
+    assert set(r.speed) == {"preprocess", "encoder", "decoder", "refiner", "postprocess"}
 
 
 def test_best_mask_is_the_thresholded_best_candidate(predictor: AmodalPredictor) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -31,6 +32,7 @@ from engines.tensorrt_build import (
     plan_precision,
     select_fp32_layers,
 )
+from tests.conftest import REFINER_BOXES
 
 TINY = CONFIGS["tiny"]
 ENC, DEC = encoder_contract(TINY), decoder_contract(TINY)
@@ -488,3 +490,314 @@ def test_engines_match_onnxruntime(tiny_export: Path, precision: str, tol: float
     backend.close()
     reused = build_engines(BuildConfig(onnx_dir=tiny_export, precision=precision))
     assert [e.built for e in reused] == [False, False]
+
+
+# --- every graph of an export through a fake TensorRT (no GPU, no tensorrt) ----------------
+
+
+class FakeEngine:
+    """A "serialized engine": the ONNX file it was built from and its profile, run by ONNX
+    Runtime on :class:`HostStream` memory (device pointers index its allocations)."""
+
+    def __init__(self, data: bytes, stream: HostStream) -> None:
+        import onnxruntime as ort
+
+        meta = json.loads(data)
+        self.stream = stream
+        self.profile = {k: tuple(tuple(s) for s in v) for k, v in meta["profile"].items()}
+        self.session = ort.InferenceSession(meta["onnx"], providers=["CPUExecutionProvider"])
+        self.inputs = [t.name for t in self.session.get_inputs()]
+        self.outputs = [t.name for t in self.session.get_outputs()]
+        self.num_io_tensors = len(self.inputs) + len(self.outputs)
+
+    def get_tensor_name(self, i: int) -> str:
+        return (self.inputs + self.outputs)[i]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "input" if name in self.inputs else "output"
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return "float32"
+
+    def get_tensor_profile_shape(self, name: str, index: int) -> tuple[tuple[int, ...], ...]:
+        return self.profile[name]
+
+    def create_execution_context(self) -> FakeContext:
+        return FakeContext(self)
+
+
+class FakeContext:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+        self.addresses: dict[str, int] = {}
+        self.shapes = {
+            t.name: tuple(t.shape) for t in engine.session.get_inputs() if name_static(t.shape)
+        }
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        if name in self.shapes:
+            return self.shapes[name]
+        spec = next(t for t in self.engine.session.get_outputs() if t.name == name)
+        if name_static(spec.shape):
+            return tuple(spec.shape)
+        # Our graphs have one dynamic axis, the box axis of their inputs and outputs.
+        rows = next(s[0] for n, s in self.shapes.items() if n in self.engine.profile)
+        return tuple(d if isinstance(d, int) else rows for d in spec.shape)
+
+    def set_tensor_address(self, name: str, ptr: int) -> None:
+        self.addresses[name] = ptr
+
+    def execute_async_v3(self, handle: int) -> bool:
+        memory = self.engine.stream.allocations
+        feeds = {}
+        for name in self.engine.inputs:
+            shape = self.shapes[name]
+            raw = memory[self.addresses[name]]
+            feeds[name] = np.frombuffer(raw, np.float32, math.prod(shape)).reshape(shape)
+        outs = self.engine.session.run(None, feeds)
+        for name, out in zip(self.engine.outputs, outs, strict=True):
+            data = np.ascontiguousarray(out, np.float32).tobytes()
+            memory[self.addresses[name]][: len(data)] = data
+        return True
+
+
+def name_static(shape: list[Any]) -> bool:
+    return all(isinstance(d, int) for d in shape)
+
+
+def fake_tensorrt(stream: HostStream) -> Any:
+    """Just enough of TensorRT's Python API (10.x names) for ``build_engines`` and
+    ``TensorRTBackend``; ``built`` lists the ONNX files each build parsed."""
+    built: list[str] = []
+
+    class Network:
+        def __init__(self) -> None:
+            self.path = ""
+            self.ins: list[str] = []
+            self.outs: list[str] = []
+            self.layers: list[Any] = []
+
+        num_inputs = property(lambda self: len(self.ins))
+        num_outputs = property(lambda self: len(self.outs))
+        num_layers = property(lambda self: len(self.layers))
+
+        def get_input(self, i: int) -> Any:
+            return SimpleNamespace(name=self.ins[i])
+
+        def get_output(self, i: int) -> Any:
+            return SimpleNamespace(name=self.outs[i])
+
+        def get_layer(self, i: int) -> Any:
+            return self.layers[i]
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network: Network, logger: Any) -> None:
+            self.network = network
+
+        def parse_from_file(self, path: str) -> bool:
+            proto = onnx.load(path)
+            net = self.network
+            net.path, net.ins = path, [i.name for i in proto.graph.input]
+            net.outs = [o.name for o in proto.graph.output]
+            net.layers = [
+                SimpleNamespace(
+                    name=n.name,
+                    type=SimpleNamespace(name=KIND.get(n.op_type, "ELEMENTWISE")),
+                    num_outputs=0,
+                )
+                for n in proto.graph.node
+            ]
+            return True
+
+    class Profile:
+        def __init__(self) -> None:
+            self.shapes: dict[str, list[tuple[int, ...]]] = {}
+
+        def set_shape(self, name: str, *shapes: tuple[int, ...]) -> None:
+            self.shapes[name] = list(shapes)
+
+    class Config:
+        int8_calibrator = None
+
+        def __init__(self) -> None:
+            self.profiles: list[Profile] = []
+            self.flags: list[str] = []
+
+        def add_optimization_profile(self, profile: Profile) -> None:
+            self.profiles.append(profile)
+
+        def set_flag(self, flag: str) -> None:
+            self.flags.append(flag)
+
+        def create_timing_cache(self, data: bytes) -> Any:
+            return SimpleNamespace(serialize=lambda: data)
+
+        def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> None:
+            self.timing_cache = cache
+
+        def get_timing_cache(self) -> Any:
+            return self.timing_cache
+
+    class Builder:
+        def __init__(self, logger: Any) -> None:
+            pass
+
+        def create_network(self, flags: int) -> Network:
+            return Network()
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: Config) -> bytes:
+            built.append(Path(network.path).name)
+            profile = config.profiles[0].shapes if config.profiles else {}
+            return json.dumps({"onnx": network.path, "profile": profile}).encode()
+
+    class Runtime:
+        def __init__(self, logger: Any) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, data: bytes) -> FakeEngine:
+            return FakeEngine(data, stream)
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity: int) -> None:
+            pass
+
+    return SimpleNamespace(
+        __version__="10.3.0",
+        built=built,
+        Logger=Logger,
+        Builder=Builder,
+        OnnxParser=Parser,
+        Runtime=Runtime,
+        BuilderFlag=SimpleNamespace(
+            FP16="FP16",
+            INT8="INT8",
+            PREFER_PRECISION_CONSTRAINTS="PREFER",
+            OBEY_PRECISION_CONSTRAINTS="OBEY",
+        ),
+        NetworkDefinitionCreationFlag=SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1),
+        IBuilderConfig=Config,
+        IInt8EntropyCalibrator2=object,
+        MemoryPoolType=SimpleNamespace(WORKSPACE=0),
+        TensorIOMode=SimpleNamespace(INPUT="input", OUTPUT="output"),
+        float32="float32",
+        float16="float16",
+        nptype=lambda dtype: np.float32,
+    )
+
+
+@pytest.fixture(scope="module")
+def refiner_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from engines.export import ExportConfig, export_onnx
+    from tests.conftest import refined_tiny
+
+    d = tmp_path_factory.mktemp("trt_refiner")
+    export_onnx(refined_tiny(), ExportConfig(out_dir=d, max_boxes=4, opt_boxes=2, check=False))
+    return d
+
+
+@pytest.fixture()
+def fake_trt(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``load_tensorrt`` and ``open_cuda_stream`` answer with the fakes."""
+    import edge_sameo.backends.cuda_memory as cuda_memory
+    import engines.tensorrt_build as tensorrt_build
+
+    stream = HostStream()
+    trt = fake_tensorrt(stream)
+    monkeypatch.setattr(tensorrt_build, "load_tensorrt", lambda: trt)
+    monkeypatch.setattr(cuda_memory, "open_cuda_stream", lambda: stream)
+    return trt
+
+
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_build_engines_covers_every_graph(
+    refiner_export: Path, tmp_path: Path, fake_trt: Any, precision: str
+) -> None:
+    from engines.tensorrt_build import build_engines
+
+    cfg = BuildConfig(onnx_dir=refiner_export, precision=precision, out_dir=tmp_path)
+    first = build_engines(cfg)
+    assert [e.graph for e in first] == ["encoder", "decoder", "refiner"]
+    assert all(e.built for e in first) and fake_trt.built[-1] == "refiner.onnx"
+    sidecar = json.loads((tmp_path / f"refiner.{precision}.engine.json").read_text())
+    assert sidecar["key"]["profile"] == {"crops": [[1, 6, 32, 32], [2, 6, 32, 32], [4, 6, 32, 32]]}
+    again = build_engines(cfg)
+    assert [e.built for e in again] == [False, False, False]
+    only = build_engines(
+        BuildConfig(
+            onnx_dir=refiner_export,
+            precision=precision,
+            graphs="refiner",
+            out_dir=tmp_path,
+            rebuild=True,
+        )
+    )
+    assert [(e.graph, e.built) for e in only] == [("refiner", True)]
+
+
+def test_build_config_refuses_a_graph_the_export_lacks(export_dir: Path) -> None:
+    from edge_sameo.contract import ExportContract
+
+    contract = ExportContract(TINY, ENC, DEC, opset=17)
+    with pytest.raises(InputError, match="this export has no refiner graph"):
+        BuildConfig(onnx_dir=export_dir, graphs="refiner").selected(contract)
+    assert BuildConfig(onnx_dir=export_dir).selected(contract) == (ENC, DEC)
+
+
+def test_tensorrt_backend_refines_like_onnxruntime(
+    refiner_export: Path, tmp_path: Path, fake_trt: Any
+) -> None:
+    from edge_sameo.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edge_sameo.backends.tensorrt_backend import TensorRTBackend
+    from edge_sameo.predictor import AmodalPredictor
+    from edge_sameo.seeded import reference_image
+
+    backend = TensorRTBackend(refiner_export, "fp32", engine_dir=tmp_path)
+    ort_backend = OnnxRuntimeBackend(refiner_export, providers=("CPUExecutionProvider",))
+    assert backend.has_refiner and backend.max_boxes == 4
+    crops = np.random.default_rng(0).standard_normal((6, 6, 32, 32)).astype(np.float32)
+    out = backend.refine(crops)  # 6 > max_boxes: chunked by the base class
+    np.testing.assert_allclose(out, ort_backend.refine(crops), rtol=1e-5, atol=1e-6)
+    results = []
+    for runtime in (backend, ort_backend):
+        predictor = AmodalPredictor(runtime)
+        predictor.set_image(reference_image(96, 128, seed=5))
+        results.append(predictor.predict(REFINER_BOXES))
+    assert results[0].masks.any() and not results[0].masks.all()
+    assert np.array_equal(results[0].masks, results[1].masks)
+    assert results[0].speed["refiner"] > 0
+    backend.close()
+
+
+@pytest.mark.trt
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision, tol", [("fp32", 1e-2), ("fp16", 5e-2)])
+def test_refiner_engine_matches_onnxruntime(
+    refiner_export: Path, tmp_path: Path, precision: str, tol: float
+) -> None:
+    if real_tensorrt() is None:
+        pytest.skip("tensorrt is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from edge_sameo.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edge_sameo.backends.tensorrt_backend import TensorRTBackend
+
+    backend = TensorRTBackend(refiner_export, precision, engine_dir=tmp_path)
+    crops = np.random.default_rng(1).standard_normal((10, 6, 32, 32)).astype(np.float32)
+    ref = OnnxRuntimeBackend(refiner_export, providers=("CPUExecutionProvider",)).refine(crops)
+    got = backend.refine(crops)  # 10 > the profile's 4: chunked
+    assert got.shape == ref.shape and np.abs(got - ref).max() / np.abs(ref).max() < tol
+    backend.close()

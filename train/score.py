@@ -36,33 +36,42 @@ DETECTOR = Path("models/detector/yolov8n_synth.pt")
 
 
 def score_nano(
-    model_path: Path, test_json: Path, cache_dir: Path, threads: int = 1
+    model_path: Path,
+    test_json: Path,
+    cache_dir: Path | None = None,
+    threads: int = 1,
+    max_images: int | None = None,
 ) -> dict[str, Any]:
-    """The amodal head with modal and with amodal box prompts, and the modal head (its
-    visible masks, the baseline), on the COCO-amodal set ``test_json``."""
+    """Through the app's path (``AmodalPredictor`` on the torch runtime: encoder, both
+    decoders, the refiner when the model has one, full-size masks): the amodal masks with
+    modal and with amodal box prompts, and the visible masks with modal boxes, on the
+    COCO-amodal set ``test_json``. ``cache_dir`` is unused (kept for callers)."""
     import torch
 
     from edge_sameo.checkpoint import load_model
-    from train.config import DatasetSpec
-    from train.data import prepare_dataset
-    from train.validate import coco_results, decode_images, score
+    from edge_sameo.data import load_amodal_coco
+    from edge_sameo.predictor import AmodalPredictor
+    from train.validate import predictor_results, score
 
     if threads:
         torch.set_num_threads(threads)
     model = load_model(model_path)
     if model.modal_decoder is None:
         raise InputError(f"{model_path}: no modal decoder (the visible baseline needs one)")
-    spec = DatasetSpec(test_json, name="test")
-    ps = prepare_dataset(spec, model.img_size, model.config.low_res_size, cache_dir)
-    ds = ps.load_source()
-    out: dict[str, Any] = {"images": ps.num_images, "instances": ps.num_instances}
+    ds = load_amodal_coco(test_json)
+    predictor = AmodalPredictor(model, device="cpu")
+    n_img = len(ds.images) if max_images is None else min(max_images, len(ds.images))
+    ids = {img.id for img in ds.images[:n_img]}
+    out: dict[str, Any] = {
+        "images": n_img,
+        "instances": sum(1 for a in ds.annotations if a.image_id in ids),
+        "refiner": model.has_refiner,
+    }
     for prompt in ("modal", "amodal"):
-        out[f"amodal_head_{prompt}_boxes"] = score(
-            ds, coco_results(ps, decode_images(model, ps, prompt)), "amodal"
-        )
-    out["modal_head_modal_boxes"] = score(
-        ds, coco_results(ps, decode_images(model, ps, "modal", decoder="modal")), "visible"
-    )
+        amodal, visible = predictor_results(predictor, ds, prompt, max_images)
+        out[f"amodal_head_{prompt}_boxes"] = score(ds, amodal, "amodal")
+        if prompt == "modal" and visible is not None:
+            out["modal_head_modal_boxes"] = score(ds, visible, "visible")
     return out
 
 

@@ -30,13 +30,15 @@ from edge_sameo.data import AmodalAnnotation, AmodalDataset
 from edge_sameo.data.coco_amodal import rle_from_mask, rle_to_json
 from edge_sameo.evaluation import BUCKETS, evaluate
 from edge_sameo.modeling import EfficientSam
-from edge_sameo.predictor import best_masks
+from edge_sameo.predictor import AmodalPredictor, best_masks
 from train.cache import EmbeddingCache, encode_prepared
 from train.config import DatasetSpec
 from train.data import PreparedSet, prepare_dataset
 
 #: An instance counts as occluded above this occlusion rate (the evaluator's buckets).
 OCCLUDED = 0.1
+#: ... and counts as whole (nothing to complete) below this one.
+WHOLE = 0.05
 
 
 def prompt_boxes(ps: PreparedSet, first: int, count: int, prompt: str) -> torch.Tensor:
@@ -106,6 +108,49 @@ def coco_results(ps: PreparedSet, decoded: Iterable[Decoded]) -> list[dict[str, 
     return results
 
 
+def predictor_results(
+    predictor: AmodalPredictor,
+    ds: AmodalDataset,
+    prompt: str,
+    max_images: int | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """COCO results (one per instance, with ``ann_id``) through the app's own path: the
+    predictor (encoder, decoders, refiner, full-size masks) on each image of ``ds``,
+    every instance prompted with its exact ``prompt`` box in image pixels (a modal prompt
+    falls back to the amodal box for an instance with no visible pixel). Returns the
+    amodal masks' results and the visible masks' (None without a modal decoder)."""
+    from edge_sameo.data.coco_amodal import rle_area, rle_xywh
+
+    amodal: list[dict[str, Any]] = []
+    visible: list[dict[str, Any]] = []
+    images = ds.images if max_images is None else ds.images[:max_images]
+    for img in images:
+        anns = ds.annotations_of(img.id)
+        if not anns:
+            continue
+        boxes = []
+        for a in anns:
+            src = a.visible if prompt == "modal" and a.visible is not None else None
+            x, y, w, h = rle_xywh(src if src is not None and rle_area(src) else a.segmentation)
+            boxes.append([x, y, x + w, y + h])
+        predictor.set_image(ds.load_image(img.id))
+        pred = predictor.predict(np.asarray(boxes, np.float32))
+        for out, masks in ((amodal, pred.masks), (visible, pred.visible_masks)):
+            if masks is None:
+                continue
+            for j, a in enumerate(anns):
+                out.append(
+                    {
+                        "image_id": img.id,
+                        "category_id": a.category_id,
+                        "score": float(pred.scores[j]),
+                        "segmentation": rle_to_json(rle_from_mask(masks[j])),
+                        "ann_id": a.id,
+                    }
+                )
+    return amodal, (visible if visible else None)
+
+
 def subset(ds: AmodalDataset, image_ids: set[int], target: str) -> AmodalDataset:
     """The ground truth of ``image_ids``; for a ``visible`` target the visible masks
     stand in as the segmentation (the metrics then score visible masks)."""
@@ -165,6 +210,8 @@ def score(
     out["inst_mIoU"] = float(iou_arr.mean()) if len(iou_arr) else None
     out["inst_mIoU_occluded"] = float(iou_arr[hidden].mean()) if hidden.any() else None
     out["inst_count_occluded"] = int(hidden.sum())
+    whole = occ_arr < WHOLE
+    out["inst_mIoU_unoccluded"] = float(iou_arr[whole].mean()) if whole.any() else None
     if target == "amodal":
         out["inst_baseline_mIoU_occluded"] = (
             float((1.0 - occ_arr[hidden]).mean()) if hidden.any() else None

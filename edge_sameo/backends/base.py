@@ -70,6 +70,10 @@ class Backend(ABC):
     def has_modal(self) -> bool:
         return self.contract.has_modal
 
+    @property
+    def has_refiner(self) -> bool:
+        return self.contract.has_refiner
+
     #: Largest N one decoder call takes (an engine profile's max); None = unbounded.
     max_boxes: int | None = None
 
@@ -90,6 +94,21 @@ class Backend(ABC):
             return self._decode(embedding, boxes)
         return DecoderOutput.concat(
             [self._decode(embedding, boxes[i : i + limit]) for i in range(0, len(boxes), limit)]
+        )
+
+    def _refine(self, crops: NDArray[np.float32]) -> NDArray[np.float32]:
+        raise InputError(f"backend {self.name!r} cannot run the refiner")
+
+    def refine(self, crops: NDArray[np.float32]) -> NDArray[np.float32]:
+        """(N, C, R, R) float32 crops (``edge_sameo.refine.crop_inputs``), N >= 1 ->
+        (N, 2, R, R) float32 amodal and visible logits; chunked by ``max_boxes``."""
+        if not self.has_refiner:
+            raise InputError("this model has no refiner")
+        limit = self.max_boxes
+        if limit is None or len(crops) <= limit:
+            return self._refine(crops)
+        return np.concatenate(
+            [self._refine(crops[i : i + limit]) for i in range(0, len(crops), limit)]
         )
 
     def describe(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -10,15 +11,26 @@ from numpy.typing import NDArray
 
 from edge_sameo.backends.base import Backend, DecoderOutput
 from edge_sameo.backends.onnx_common import precision_file, read_contract
-from edge_sameo.contract import BOXES, IMAGE_EMBEDDINGS, PIXELS
+from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS
+from edge_sameo.errors import InputError
+
+#: Execution providers in order of preference (the first available ones are used).
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 class OnnxRuntimeBackend(Backend):
+    """``providers``: ONNX Runtime execution providers in order of preference; those not
+    installed are skipped (default: CUDA where available, then CPU)."""
+
     name = "onnxruntime"
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
 
     def __init__(
-        self, export_dir: str | Path, precision: str = "fp32", threads: int | None = None
+        self,
+        export_dir: str | Path,
+        precision: str = "fp32",
+        threads: int | None = None,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
     ) -> None:
         import onnxruntime as ort
 
@@ -30,15 +42,20 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             opts.intra_op_num_threads = threads
         available = ort.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        chosen = [p for p in providers if p in available]
+        if not chosen:
+            raise InputError(
+                f"none of the ONNX Runtime providers {', '.join(providers)} is available "
+                f"(have {', '.join(available)})"
+            )
 
         def session(graph_file: str) -> Any:
             path = precision_file(directory, graph_file, precision)
-            return ort.InferenceSession(str(path), opts, providers=providers)
+            return ort.InferenceSession(str(path), opts, providers=chosen)
 
         self._encoder = session(contract.encoder.file)
         self._decoder = session(contract.decoder.file)
-        self._decoder_outputs = contract.decoder.output_names
+        self._refiner = None if contract.refiner is None else session(contract.refiner.file)
         self.providers = self._encoder.get_providers()
 
     def describe(self) -> str:
@@ -51,3 +68,8 @@ class OnnxRuntimeBackend(Backend):
     def _decode(self, embedding: NDArray[np.float32], boxes: NDArray[np.float32]) -> DecoderOutput:
         outs = self._decoder.run(None, {IMAGE_EMBEDDINGS: embedding, BOXES: boxes})
         return DecoderOutput(*(np.asarray(o, np.float32) for o in outs))
+
+    def _refine(self, crops: NDArray[np.float32]) -> NDArray[np.float32]:
+        assert self._refiner is not None  # refine() checks the contract first
+        (logits,) = self._refiner.run(None, {CROPS: np.ascontiguousarray(crops, np.float32)})
+        return np.asarray(logits, np.float32)

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from edge_sameo.backends.base import Backend, DecoderOutput
 from edge_sameo.backends.onnx_common import precision_file, read_contract
-from edge_sameo.contract import BOXES, IMAGE_EMBEDDINGS, PIXELS
+from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS
 from edge_sameo.errors import InputError, require
 
 #: Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT.
@@ -35,8 +35,9 @@ class OpenVINOBackend(Backend):
         threads: int | None = None,
         decoder_precision: str | None = None,
     ) -> None:
-        """``decoder_precision`` overrides ``precision`` for the decoder alone (e.g. a bf16
-        encoder with an fp32 decoder: the CPU plugin has no per-layer precision control)."""
+        """``decoder_precision`` overrides ``precision`` for the stages that make the masks,
+        the decoder and the refiner (e.g. a bf16 encoder with an fp32 decoder: the CPU
+        plugin has no per-layer precision control)."""
         ov = require("openvino", "openvino")
         directory, contract = read_contract(export_dir)
         super().__init__(contract, precision)
@@ -56,11 +57,17 @@ class OpenVINOBackend(Backend):
         self._encoder = compile_graph(contract.encoder.file, precision)
         self._decoder = compile_graph(contract.decoder.file, self.decoder_precision)
         self._decoder_outputs = contract.decoder.output_names
+        self._refiner = (
+            None
+            if contract.refiner is None
+            else compile_graph(contract.refiner.file, self.decoder_precision)
+        )
 
     def describe(self) -> str:
         if self.decoder_precision == self.precision:
             return f"openvino {self.precision}"
-        return f"openvino {self.precision} encoder, {self.decoder_precision} decoder"
+        masks = "decoder + refiner" if self.has_refiner else "decoder"
+        return f"openvino {self.precision} encoder, {self.decoder_precision} {masks}"
 
     def encode(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         self._encoder.infer({PIXELS: pixels})
@@ -73,3 +80,8 @@ class OpenVINOBackend(Backend):
             for name in self._decoder_outputs
         ]
         return DecoderOutput(*outs)
+
+    def _refine(self, crops: NDArray[np.float32]) -> NDArray[np.float32]:
+        assert self._refiner is not None  # refine() checks the contract first
+        self._refiner.infer({CROPS: np.ascontiguousarray(crops, np.float32)})
+        return np.array(self._refiner.get_output_tensor(0).data, np.float32)

@@ -84,7 +84,11 @@ def cache_root() -> Path:
 
 
 def weights_digest(model: EfficientSam) -> str:
+    """Key of a model's cached export: its configs (the refiner's crop size and window
+    growth change the export without changing any weight) and its weights."""
     h = hashlib.sha256(repr(model.config.to_dict()).encode())
+    if model.refiner is not None:
+        h.update(repr(model.refiner.config.to_dict()).encode())
     for k, v in model.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())

@@ -1,12 +1,14 @@
-"""TensorRT runtime: an encoder engine and a decoder engine built (or reused) from an export.
+"""TensorRT runtime: an encoder engine, a decoder engine (and a refiner engine when the
+export has a refiner) built (or reused) from an export.
 
 Engines come from :func:`engines.tensorrt_build.build_engines` (engine cache beside the
 graphs). Each engine is wrapped by :class:`TensorRTInfer` (NVIDIA samples' pattern):
 I/O bound by tensor *name* from the contract, device buffers allocated once (the decoder
-at its profile's max boxes, so :attr:`max_boxes` makes the base class chunk), the box
-axis set with ``set_input_shape`` per call, ``execute_async_v3`` on one stream. The
-static encoder is captured into a CUDA graph and replayed (falls back to plain enqueue
-when capture fails). The embedding stays on the GPU between ``encode`` and ``decode``.
+and the refiner at their profiles' max boxes, so :attr:`max_boxes` makes the base class
+chunk), the box axis set with ``set_input_shape`` per call, ``execute_async_v3`` on one
+stream. The static encoder is captured into a CUDA graph and replayed (falls back to
+plain enqueue when capture fails). The embedding stays on the GPU between ``encode`` and
+``decode``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from numpy.typing import NDArray
 
 from edge_sameo.backends.base import Backend, DecoderOutput
 from edge_sameo.backends.cuda_memory import CudaStream, DeviceArray
-from edge_sameo.contract import BOXES, IMAGE_EMBEDDINGS, PIXELS, ExportContract, GraphContract
+from edge_sameo.contract import (
+    BOXES,
+    CROPS,
+    IMAGE_EMBEDDINGS,
+    PIXELS,
+    REFINED_LOGITS,
+    ExportContract,
+    GraphContract,
+)
 from edge_sameo.errors import EdgeSameoError, InputError
 
 if TYPE_CHECKING:
@@ -92,7 +102,7 @@ class TensorRTInfer:
 
     @property
     def max_rows(self) -> int | None:
-        """Largest size of the dynamic axis (the decoder's box profile max)."""
+        """Largest size of the dynamic axis (the box profile's max)."""
         if not self.limits:
             return None
         return min(hi[0] for _, hi in self.limits.values())
@@ -172,8 +182,9 @@ class TensorRTInfer:
 
 
 class TensorRTBackend(Backend):
-    """TensorRT engines from an export folder (``encoder.onnx`` + ``decoder.onnx`` +
-    ``contract.json``; ``encoder.fp16.onnx``/``.int8.onnx`` where ``calib`` wrote them).
+    """TensorRT engines from an export folder (``encoder.onnx`` + ``decoder.onnx`` (+
+    ``refiner.onnx``) + ``contract.json``; ``<graph>.fp16.onnx``/``.int8.onnx`` where
+    ``calib`` wrote them).
 
     ``export_dir``: the export folder; ``engine_dir``: where engines are cached (default:
     the export folder); ``cuda_graph``: replay the encoder from a CUDA graph; the other
@@ -204,7 +215,7 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def from_config(cls, cfg: BuildConfig, *, cuda_graph: bool = True) -> TensorRTBackend:
-        """A backend for the engines ``cfg`` describes (``cfg.graphs`` is ignored: both)."""
+        """A backend for the engines ``cfg`` describes (``cfg.graphs`` is ignored: all)."""
         self = cls.__new__(cls)
         self._open(cfg, cuda_graph)
         return self
@@ -225,7 +236,7 @@ class TensorRTBackend(Backend):
         self._cuda = open_cuda_stream()
         contract = ExportContract.read(cfg.onnx_dir)
         super().__init__(contract, cfg.precision)
-        cfg = replace(cfg, graphs="both")
+        cfg = replace(cfg, graphs="all")
         built = {b.graph: b for b in build_engines(cfg, trt_module=trt_module, cuda=self._cuda)}
         self.engines = {g: b.path for g, b in built.items()}
         self.trt_version = str(trt_module.__version__)
@@ -233,7 +244,7 @@ class TensorRTBackend(Backend):
         self._runtime = trt_module.Runtime(self._logger)
         cache = EngineCache(cfg.engine_dir)
         infers = {}
-        for graph in (contract.encoder, contract.decoder):
+        for graph in contract.graphs:
             engine = self._runtime.deserialize_cuda_engine(built[graph.name].path.read_bytes())
             if engine is None:
                 # A matching sidecar but an engine this TensorRT rejects: forget it, so the
@@ -245,7 +256,9 @@ class TensorRTBackend(Backend):
                 )
             infers[graph.name] = TensorRTInfer(trt_module, engine, graph, self._cuda)
         self._encoder, self._decoder = infers["encoder"], infers["decoder"]
-        self.max_boxes = self._decoder.max_rows
+        self._refiner = infers.get("refiner")
+        rows = [i.max_rows for i in infers.values() if i.max_rows is not None]
+        self.max_boxes = min(rows) if rows else None
         self.cuda_graph: str = "off"
         if cuda_graph:
             failure = self._encoder.capture_graph()
@@ -280,8 +293,12 @@ class TensorRTBackend(Backend):
         out = dec.fetch()
         return DecoderOutput(*(out[n] for n in self.contract.decoder.output_names))
 
+    def _refine(self, crops: NDArray[np.float32]) -> NDArray[np.float32]:
+        assert self._refiner is not None  # refine() checks the contract first
+        return self._refiner.run({CROPS: crops})[REFINED_LOGITS]
+
     def close(self) -> None:
-        for name in ("_encoder", "_decoder", "_runtime"):
+        for name in ("_encoder", "_decoder", "_refiner", "_runtime"):
             if hasattr(self, name):
                 delattr(self, name)
         if hasattr(self, "_cuda"):

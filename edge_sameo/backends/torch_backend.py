@@ -9,7 +9,12 @@ import torch
 from numpy.typing import NDArray
 
 from edge_sameo.backends.base import Backend, DecoderOutput
-from edge_sameo.contract import ExportContract, decoder_contract, encoder_contract
+from edge_sameo.contract import (
+    ExportContract,
+    decoder_contract,
+    encoder_contract,
+    refiner_contract,
+)
 from edge_sameo.errors import InputError
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.modeling.image_encoder import Block
@@ -26,6 +31,8 @@ def model_contract(model: EfficientSam) -> ExportContract:
         encoder=encoder_contract(cfg),
         decoder=decoder_contract(cfg, modal=model.has_modal_decoder),
         opset=0,
+        refiner=None if model.refiner is None else refiner_contract(model.refiner.config),
+        refiner_config=None if model.refiner is None else model.refiner.config,
     )
 
 
@@ -89,3 +96,10 @@ class TorchBackend(Backend):
             None if modal is None else np32(modal[0]),
             None if modal is None else np32(modal[1]),
         )
+
+    @torch.inference_mode()
+    def _refine(self, crops: NDArray[np.float32]) -> NDArray[np.float32]:
+        assert self.model.refiner is not None
+        with self._autocast():
+            out = self.model.refiner(torch.from_numpy(crops).to(self.device))
+        return out.float().cpu().numpy()

@@ -11,9 +11,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
         help="benchmark every available runtime against the original-code baseline",
-        description="Per stage (preprocess, encoder, decoder for N boxes, postprocess) and per "
-        "runtime × precision: p50/p95 latency, throughput, peak memory and mask agreement with "
-        "torch eager fp32 (the original code's computation), which always runs first.",
+        description="Per stage (preprocess, encoder, decoder for N boxes, refiner for N boxes "
+        "when the model has one, postprocess) and per runtime × precision: p50/p95 latency, "
+        "throughput, peak memory and agreement of the final masks with torch eager fp32 (the "
+        "original code's computation), which always runs first.",
     )
     p.add_argument("--model", default="vitt", help="checkpoint or config name (seeded weights)")
     p.add_argument("--onnx", type=Path, help="export folder to use (default: export the model)")

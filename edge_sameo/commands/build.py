@@ -9,17 +9,20 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
+    from engines.tensorrt_build import GRAPHS
+
     p = sub.add_parser(
         "build",
         help="build TensorRT engines from exported ONNX graphs",
-        description="Build (or reuse from the engine cache) the TensorRT encoder and decoder "
-        "engines of an export folder. fp16/int8 use encoder.fp16.onnx / encoder.int8.onnx "
-        "(from edge-sameo calibrate) where present, else TensorRT's builder flags.",
+        description="Build (or reuse from the engine cache) the TensorRT engines of an export "
+        "folder: encoder, decoder and, when the export has one, refiner. fp16/int8 use "
+        "<graph>.fp16.onnx / <graph>.int8.onnx (from edge-sameo calibrate) where present, else "
+        "TensorRT's builder flags.",
     )
     p.add_argument("--onnx", required=True, type=Path, help="export folder (contract.json)")
     p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16")
     p.add_argument(
-        "--graphs", choices=("both", "encoder", "decoder"), default="both", help="what to build"
+        "--graphs", choices=GRAPHS, default="all", help="what to build (default: all graphs)"
     )
     p.add_argument("--workspace", type=int, metavar="MIB", help="builder workspace limit (MiB)")
     p.add_argument("--timing-cache", type=Path, metavar="PATH", help="TensorRT timing cache file")

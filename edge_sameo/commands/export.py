@@ -1,4 +1,5 @@
-"""``edge-sameo export``: ONNX graphs (encoder, decoder, dual decoder) + the I/O contract."""
+"""``edge-sameo export``: ONNX graphs (encoder, decoder, dual decoder, refiner) + the I/O
+contract."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ def register(sub: Any) -> None:
         "export",
         help="export ONNX graphs and their I/O contract",
         description="Export encoder.onnx + decoder.onnx (+ the modal head when the model has "
-        "one) and contract.json; each graph is checked on ONNX Runtime against PyTorch and "
-        "against the TensorRT parser's operator tables.",
+        "one, + refiner.onnx when it has a refiner) and contract.json; each graph is checked on "
+        "ONNX Runtime against PyTorch and against the TensorRT parser's operator tables.",
     )
     p.add_argument(
         "--model",
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     model, label = load_model_arg(args.model, args.base)
     contract = export_onnx(model, cfg)
     print(f"exported {label} to {args.out} (opset {cfg.opset}, boxes {cfg.box_profile})")
-    for graph in (contract.encoder, contract.decoder):
+    for graph in contract.graphs:
         shapes = ", ".join(f"{t.name} {list(t.shape)}" for t in graph.outputs)
         print(f"  {graph.file}: {shapes}")
     if not args.no_check:

@@ -18,6 +18,7 @@ from edge_sameo.modeling.prompt_encoder import (
     LABEL_PAD,
     PromptEncoder,
 )
+from edge_sameo.modeling.refiner import MaskRefiner
 
 PIXEL_MEAN = (0.485, 0.456, 0.406)
 PIXEL_STD = (0.229, 0.224, 0.225)
@@ -44,6 +45,10 @@ class EfficientSam(nn.Module):
         #: visible-mask) decoder kept beside a SAMEO (amodal) ``mask_decoder``. Absent
         #: from the original checkpoints, so the default state_dict stays identical.
         self.modal_decoder: MaskDecoder | None = None
+        #: Optional object-resolution refiner (``modeling.refiner``): per box, a crop of the
+        #: frame and both decoders' logits -> amodal and visible logits in that window.
+        #: Absent from the original checkpoints (``refiner.*`` keys when present).
+        self.refiner: MaskRefiner | None = None
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
 
@@ -74,6 +79,10 @@ class EfficientSam(nn.Module):
     @property
     def has_modal_decoder(self) -> bool:
         return self.modal_decoder is not None
+
+    @property
+    def has_refiner(self) -> bool:
+        return self.refiner is not None
 
     def decode_boxes(
         self,

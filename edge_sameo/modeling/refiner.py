@@ -1,0 +1,141 @@
+"""The object-resolution mask refiner: a small convolutional U-Net on one crop per box.
+
+The image encoder sees the whole frame at a coarse grid (16-px tokens at 256 px), so an
+object spans only a few tokens and there is little shape left to complete behind an
+occluder. The refiner looks again at each object at its own resolution: per box, a
+``crop × crop`` window of the frame (RGB), a channel marking the prompt box and, when the
+model has them, the decoders' amodal and visible logits resampled into the same window
+(``edge_sameo.refine`` builds these inputs and pastes the outputs back). It returns two
+logit maps in that window: the amodal mask and the visible mask. All boxes of a frame go
+through it in one batch, so the encoder still runs once per frame.
+
+A pure ``nn.Module``: convolutions, batch norm (folded at export), ReLU, max-pool and
+nearest upsampling only — operators every runtime and TensorRT/INT8 handle well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Input channels, in order: RGB (ImageNet-normalised), the prompt box (1 inside, 0
+#: outside), the amodal and the visible decoder logits (clipped to ±LOGIT_CLIP, / LOGIT_CLIP).
+RGB_CHANNELS = 3
+BOX_CHANNELS = 1
+LOGIT_CHANNELS = 2
+#: Outputs, in order: amodal logits, visible logits.
+OUT_CHANNELS = 2
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """Sizes of the refiner. ``crop``: side of the window resampled per box (pixels);
+    ``widths``: channels per U-Net level (each level halves the resolution);
+    ``use_logits``: whether the decoders' logits are inputs (else RGB + box only);
+    ``grow``: the window is the prompt box united with the coarse amodal mask's box,
+    grown by this factor about its centre (hidden parts beyond a visible box fall in);
+    ``residual``: the outputs are corrections added to the input logits (rescaled by
+    ``logit_scale``), so an untrained refiner starts from the decoders' masks;
+    ``global_dim``: see the field."""
+
+    crop: int = 64
+    widths: tuple[int, ...] = (8, 16, 32, 64)
+    use_logits: bool = True
+    grow: float = 1.6
+    residual: bool = False
+    logit_scale: float = 10.0
+    #: Width of a fully connected block across the whole bottleneck (0: none). Every
+    #: output position then sees the whole object: the shape prior that completing a
+    #: hidden part needs (convolutions alone see a neighbourhood).
+    global_dim: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.widths) < 2:
+            raise ValueError("the refiner needs at least two levels")
+        if self.crop % 2 ** (len(self.widths) - 1):
+            raise ValueError(f"crop {self.crop} must divide by 2^(levels-1)")
+        if self.grow < 1.0:
+            raise ValueError(f"grow must be >= 1, got {self.grow}")
+        if self.global_dim < 0:
+            raise ValueError(f"global_dim must be >= 0, got {self.global_dim}")
+        if self.residual and not self.use_logits:
+            raise ValueError("a residual refiner needs the decoders' logits as inputs")
+
+    @property
+    def in_channels(self) -> int:
+        return RGB_CHANNELS + BOX_CHANNELS + (LOGIT_CHANNELS if self.use_logits else 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RefinerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown refiner config fields: {', '.join(unknown)}")
+        d = dict(d)
+        if "widths" in d:
+            d["widths"] = tuple(int(x) for x in d["widths"])
+        return cls(**d)
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class MaskRefiner(nn.Module):
+    """(N, C_in, crop, crop) float32 inputs -> (N, 2, crop, crop) float32 logits."""
+
+    def __init__(self, config: RefinerConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.widths
+        self.down = nn.ModuleList(
+            [_block(config.in_channels if i == 0 else w[i - 1], w[i]) for i in range(len(w))]
+        )
+        self.up = nn.ModuleList([_block(w[i + 1] + w[i], w[i]) for i in range(len(w) - 1)])
+        side = config.crop // 2 ** (len(w) - 1)
+        self.bottleneck_shape = (w[-1], side, side)
+        self.glob: nn.Sequential | None = None
+        if config.global_dim:
+            flat = w[-1] * side * side
+            self.glob = nn.Sequential(
+                nn.Linear(flat, config.global_dim),
+                nn.ReLU(inplace=True),
+                nn.Linear(config.global_dim, flat),
+            )
+        self.head = nn.Conv2d(w[0], OUT_CHANNELS, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = x
+        skips: list[torch.Tensor] = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        if self.glob is not None:
+            x = x + self.glob(x.flatten(1)).reshape(-1, *self.bottleneck_shape)
+        for i in range(len(self.up) - 1, -1, -1):
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = self.up[i](torch.cat([x, skips[i]], dim=1))
+        out = self.head(x)
+        if self.config.residual:
+            start = RGB_CHANNELS + BOX_CHANNELS
+            out = out + inputs[:, start : start + LOGIT_CHANNELS] * self.config.logit_scale
+        return out

@@ -1,0 +1,182 @@
+"""The object-resolution refiner: module, window geometry, checkpoint, contract, predictor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge_sameo.backends.torch_backend import TorchBackend, model_contract
+from edge_sameo.checkpoint import load_model, save_model
+from edge_sameo.contract import ExportContract
+from edge_sameo.modeling import EfficientSam, MaskRefiner, RefinerConfig
+from edge_sameo.predictor import AmodalPredictor
+from edge_sameo.refine import (
+    crop_inputs,
+    crop_masks,
+    mask_boxes,
+    paste_masks,
+    refine_windows,
+    refiner_crops,
+)
+
+SMALL = RefinerConfig(crop=32, widths=(4, 8, 16))
+
+
+def with_refiner(model: EfficientSam, cfg: RefinerConfig = SMALL, seed: int = 0) -> EfficientSam:
+    import copy
+
+    model.modal_decoder = copy.deepcopy(model.mask_decoder)
+    torch.manual_seed(seed)
+    model.refiner = MaskRefiner(cfg).eval()
+    return model
+
+
+def disc(h: int, w: int, cx: float, cy: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 < r**2
+
+
+@pytest.mark.parametrize(
+    ("crop", "widths", "use_logits"), [(32, (4, 8, 16), True), (64, (8, 16, 32, 64), False)]
+)
+def test_refiner_shapes(crop: int, widths: tuple[int, ...], use_logits: bool) -> None:
+    cfg = RefinerConfig(crop=crop, widths=widths, use_logits=use_logits)
+    assert cfg.in_channels == (6 if use_logits else 4)
+    out = MaskRefiner(cfg)(torch.zeros(3, cfg.in_channels, crop, crop))
+    assert out.shape == (3, 2, crop, crop)
+    assert RefinerConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "bad", [{"crop": 30, "widths": (4, 8, 16)}, {"widths": (8,)}, {"grow": 0.5}]
+)
+def test_refiner_config_rejects(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        RefinerConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_windows_unite_prompt_and_coarse_box_and_grow() -> None:
+    prompts = np.array([[10, 20, 30, 40], [0, 0, 2, 2]], np.float32)
+    coarse = np.array([[5, 20, 30, 60], [np.nan] * 4], np.float32)
+    win = refine_windows(prompts, coarse, grow=2.0)
+    # union (5, 20, 30, 60): centre (17.5, 40), size (25, 40) -> (50, 80)
+    np.testing.assert_allclose(win[0], [-7.5, 0, 42.5, 80])
+    # NaN coarse box ignored; a 2-px box gets the minimum window
+    np.testing.assert_allclose(win[1], [-3, -3, 5, 5])
+
+
+def test_mask_boxes_from_low_res_logits() -> None:
+    lo = np.full((2, 16, 16), -5.0, np.float32)
+    lo[0, 4:8, 2:6] = 3.0
+    boxes = mask_boxes(lo, (160, 320))  # 10 px rows, 20 px columns per low-res cell
+    np.testing.assert_allclose(boxes[0], [40, 40, 120, 80])
+    assert np.isnan(boxes[1]).all()
+
+
+def test_crop_then_paste_recovers_the_mask() -> None:
+    h, w = 120, 160
+    masks = np.stack([disc(h, w, 70, 60, 30), disc(h, w, 150, 10, 20)])  # second leaves image
+    prompts = np.array([[40, 30, 100, 90], [130, 0, 160, 30]], np.float32)
+    windows = refine_windows(prompts, None, 1.5)
+    crops = crop_masks(masks, windows, 64)
+    assert crops.shape == (2, 64, 64) and 0 <= crops.min() and crops.max() <= 1
+    logits = np.repeat((crops * 2 - 1)[:, None] * 10, 2, axis=1).astype(np.float32)
+    amodal, visible = paste_masks(logits, windows, (h, w))
+    for i in range(2):
+        iou = (amodal[i] & masks[i]).sum() / (amodal[i] | masks[i]).sum()
+        assert iou > 0.97
+    assert not (visible & ~amodal).any()
+    assert not amodal[0, :, :20].any()  # nothing outside the window
+
+
+def test_crop_inputs_channels() -> None:
+    h, w = 64, 96
+    image = np.full((h, w, 3), (124, 116, 104), np.uint8)  # ~ImageNet mean
+    prompts = np.array([[24, 16, 72, 48]], np.float32)
+    windows = refine_windows(prompts, None, 2.0)  # (0, 0, 96, 64): 3 × 2 px per crop px
+    lo = np.full((1, 16, 16), -20.0, np.float32)
+    lo[0, 4:12, 4:12] = 20.0  # the middle of the image
+    x = crop_inputs(image, windows, prompts, SMALL, lo, lo * 0.1)
+    assert x.shape == (1, 6, 32, 32) and x.dtype == np.float32
+    assert np.abs(x[0, :3]).max() < 0.02  # mean grey -> 0
+    box = x[0, 3]
+    assert box[8:24, 8:24].all() and box.sum() == 16 * 16
+    assert x[0, 4].max() == 1.0 and x[0, 4].min() == -1.0  # clipped to ±10, / 10
+    assert x[0, 4, 16, 16] == 1.0 and x[0, 4, 0, 0] == -1.0
+    np.testing.assert_allclose(x[0, 5, 16, 16], 0.2)
+    with pytest.raises(ValueError, match="logits"):
+        crop_inputs(image, windows, prompts, SMALL)
+
+
+def test_checkpoint_round_trip_keeps_the_refiner(tiny_model: EfficientSam, tmp_path: Path) -> None:
+    model = with_refiner(tiny_model)
+    path = tmp_path / "m.pt"
+    save_model(model, path)
+    loaded = load_model(path)
+    assert loaded.refiner is not None and loaded.refiner.config == SMALL
+    x = torch.randn(2, 6, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.refiner(x), loaded.refiner(x))  # type: ignore[misc]
+    # a model without one stays without one
+    save_model(build_plain(tmp_path), tmp_path / "plain.pt")
+    assert load_model(tmp_path / "plain.pt").refiner is None
+
+
+def build_plain(tmp_path: Path) -> EfficientSam:
+    from edge_sameo import build_model
+
+    return build_model("tiny")
+
+
+def test_contract_round_trip_with_refiner(tiny_model: EfficientSam) -> None:
+    contract = model_contract(with_refiner(tiny_model))
+    assert contract.has_refiner and contract.refiner is not None
+    assert [g.name for g in contract.graphs] == ["encoder", "decoder", "refiner"]
+    again = ExportContract.from_dict(contract.to_dict())
+    assert again.refiner == contract.refiner and again.refiner_config == SMALL
+    assert not model_contract(build_plain(Path("."))).has_refiner
+
+
+def test_predictor_uses_the_refiner(tiny_model: EfficientSam, rgb_image: np.ndarray) -> None:
+    model = with_refiner(tiny_model)
+    predictor = AmodalPredictor(model)
+    predictor.set_image(rgb_image)
+    boxes = np.array([[10, 10, 60, 50], [40, 30, 120, 90], [0, 0, 128, 96]], np.float32)
+    res = predictor.predict(boxes)
+    assert res.masks.shape == (3, 96, 128) and res.visible_masks is not None
+    assert not (res.visible_masks & ~res.masks).any()
+    assert res.speed["refiner"] > 0
+    # the masks are the refiner's, pasted back: recompute them by hand (128 px frame)
+    backend = predictor.backend
+    out = backend.decode(predictor.image_embedding, boxes * np.float32(128 / 128))
+    amodal_lr = out.low_res_logits[np.arange(3), out.iou_predictions.argmax(1)]
+    assert out.modal_low_res_logits is not None and out.modal_iou_predictions is not None
+    visible_lr = out.modal_low_res_logits[np.arange(3), out.modal_iou_predictions.argmax(1)]
+    windows, crops = refiner_crops(rgb_image, boxes, SMALL, amodal_lr, visible_lr)
+    np.testing.assert_array_equal(
+        windows, refine_windows(boxes, mask_boxes(amodal_lr, (96, 128)), SMALL.grow)
+    )
+    amodal, visible = paste_masks(backend.refine(crops), windows, (96, 128))
+    assert np.array_equal(amodal, res.masks) and np.array_equal(visible, res.visible_masks)
+    # chunking by max_boxes gives the same logits as one call
+    crops = np.random.default_rng(0).normal(size=(5, 6, 32, 32)).astype(np.float32)
+    whole = backend.refine(crops)
+    backend.max_boxes = 2
+    np.testing.assert_allclose(backend.refine(crops), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_refiner_changes_the_masks(tiny_model: EfficientSam, rgb_image: np.ndarray) -> None:
+    """A refiner that says "everything" inside its window gives masks that fill it."""
+    model = with_refiner(tiny_model)
+    assert model.refiner is not None
+    with torch.no_grad():
+        model.refiner.head.weight.zero_()
+        model.refiner.head.bias.fill_(5.0)
+    predictor = AmodalPredictor(TorchBackend(model, device="cpu"))
+    predictor.set_image(rgb_image)
+    res = predictor.predict(np.array([[40, 30, 80, 70]], np.float32))
+    ys, xs = np.nonzero(res.masks[0])
+    assert xs.min() <= 40 and xs.max() >= 79 and ys.min() <= 30 and ys.max() >= 69

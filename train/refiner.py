@@ -1,0 +1,387 @@
+"""Training the object-resolution mask refiner (``edge_sameo.modeling.refiner``).
+
+The frozen nano model (encoder, both decoders) runs on **fresh synthetic scenes** (every
+occluded scene with its dual, as in SAMEO's dual annotation); per instance a prompt box
+(modal or amodal 50:50, detector-like jitter) gives the decoders' coarse logits, the
+refiner window and its inputs — through ``edge_sameo.refine``, the code the app runs —
+and the amodal and visible targets resampled into the same window.
+
+Two processes share the work on a 2-core machine: ``gen`` writes shards of samples
+(``shard_*.npz``) while ``fit`` trains on the newest shards it finds, so data never
+repeats for long; ``fit`` has a wall-clock budget with a cosine learning rate over it,
+resumes from its ``state.pt`` and logs a learning curve (``curve.csv``) on a fixed
+validation shard.
+
+    python -m train.refiner gen --out runs/ref/shards --seed 2000 --shards 200
+    python -m train.refiner gen --out runs/ref/val --seed 2100 --shards 1 --scenes 150
+    python -m train.refiner fit --shards runs/ref/shards --val runs/ref/val --minutes 60 \
+        --out runs/ref/fit
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+
+from edge_sameo.data.synth import SynthConfig, compose_scene, dual_scenes, item_seed, render
+from edge_sameo.modeling import EfficientSam
+from edge_sameo.modeling.refiner import MaskRefiner, RefinerConfig
+from edge_sameo.preprocess import normalize_resized, resize_pixels
+from edge_sameo.refine import crop_masks, refiner_crops
+from train.sampling import jitter_boxes
+
+#: Instances with fewer visible pixels are prompted with their amodal box.
+MIN_VISIBLE = 16
+BOX_JITTER, BOX_JITTER_MAX = 0.05, 0.15
+
+
+@dataclass
+class Samples:
+    """Refiner samples: inputs (n, 6, R, R) float16 (RGB, box, amodal and visible logits),
+    targets (n, 2, R, R) uint8 (amodal, visible; 255 = inside), occlusion (n,) float32,
+    amodal_prompt (n,) bool."""
+
+    inputs: NDArray[np.float16]
+    targets: NDArray[np.uint8]
+    occlusion: NDArray[np.float32]
+    amodal_prompt: NDArray[np.bool_]
+
+    @staticmethod
+    def concat(parts: list[Samples]) -> Samples:
+        return Samples(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in Samples.__annotations__)
+        )
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **{f: getattr(self, f) for f in Samples.__annotations__})
+        os.replace(tmp, path)
+
+    @staticmethod
+    def load(path: Path) -> Samples:
+        with np.load(path) as z:
+            return Samples(*(z[f] for f in Samples.__annotations__))
+
+
+@torch.no_grad()
+def coarse_logits(
+    model: EfficientSam, image: NDArray[np.uint8], prompts: NDArray[np.float32]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Both decoders' best-candidate (N, L, L) low-res logits for (N, 4) image-pixel boxes,
+    chosen by predicted IoU as the app chooses them."""
+    h, w = image.shape[:2]
+    s = model.img_size
+    pixels = torch.from_numpy(resize_pixels(image, s))
+    emb = model.encode(normalize_resized(pixels, s))
+    scale = torch.tensor([s / w, s / h, s / w, s / h])
+    boxes = torch.from_numpy(prompts) * scale
+    out = []
+    for head in ("mask", "modal"):
+        logits, iou = model.decode_boxes(emb, boxes, True, head)
+        best = iou.argmax(dim=1)
+        out.append(logits[torch.arange(len(best)), best].numpy())
+    return out[0], out[1]
+
+
+def scene_samples(
+    model: EfficientSam,
+    image: NDArray[np.uint8],
+    amodal: NDArray[np.bool_],
+    visible: NDArray[np.bool_],
+    rng: np.random.Generator,
+    cfg: RefinerConfig,
+    amodal_prob: float = 0.5,
+) -> Samples:
+    """Samples of one image: (n, H, W) amodal and visible ground-truth masks."""
+    n = len(amodal)
+    h, w = image.shape[:2]
+    vis_area = visible.reshape(n, -1).sum(1)
+    amo_area = np.maximum(amodal.reshape(n, -1).sum(1), 1)
+    use_amodal = (rng.random(n) < amodal_prob) | (vis_area < MIN_VISIBLE)
+    src = np.where(use_amodal[:, None, None], amodal, visible)
+    boxes = np.zeros((n, 4), np.float32)
+    for i in range(n):
+        ys, xs = np.nonzero(src[i])
+        boxes[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    # jitter in a square frame (jitter_boxes clips to one side), then back to pixels
+    unit = np.array([1000 / w, 1000 / h, 1000 / w, 1000 / h], np.float32)
+    boxes = jitter_boxes(boxes * unit, rng, BOX_JITTER, BOX_JITTER_MAX, 1000) / unit
+    amodal_lr, visible_lr = coarse_logits(model, image, boxes)
+    full = RefinerConfig(cfg.crop, cfg.widths, True, cfg.grow)  # samples keep every channel
+    windows, inputs = refiner_crops(image, boxes, full, amodal_lr, visible_lr)
+    targets = np.stack(
+        [crop_masks(amodal, windows, cfg.crop), crop_masks(visible, windows, cfg.crop)], 1
+    )
+    return Samples(
+        inputs=inputs.astype(np.float16),
+        targets=np.round(targets * 255).astype(np.uint8),
+        occlusion=(1.0 - vis_area / amo_area).astype(np.float32),
+        amodal_prompt=use_amodal,
+    )
+
+
+def world_images(
+    seed: int, start: int, stop: int, synth: SynthConfig
+) -> Iterator[tuple[NDArray[np.uint8], NDArray[np.bool_], NDArray[np.bool_]]]:
+    """Every image (scenes and their duals) of scenes ``start:stop``: image and (n, H, W)
+    amodal / visible masks of its non-empty instances."""
+    for i in range(start, stop):
+        layout = compose_scene(item_seed(seed, i), synth)
+        scene = render(layout)
+        for sc in [scene] + [d for d, _ in dual_scenes(layout, scene, synth)]:
+            inst = [x for x in sc.instances if x.amodal.any()]
+            if inst:
+                yield (
+                    sc.image,
+                    np.stack([x.amodal for x in inst]),
+                    np.stack([x.visible for x in inst]),
+                )
+
+
+def generate(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from edge_sameo.checkpoint import load_model
+
+    torch.set_num_threads(1)
+    model = load_model(args.nano).eval()
+    cfg = RefinerConfig(crop=args.crop, grow=args.grow)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    synth = SynthConfig()
+    for k in tqdm(range(args.first, args.first + args.shards), desc="shards", unit="shard"):
+        path = out / f"shard_{k:05d}.npz"
+        if path.exists():
+            continue
+        rng = np.random.default_rng([args.seed, k, 0x5EF])
+        start = k * args.scenes
+        parts = [
+            scene_samples(model, img, a, v, rng, cfg)
+            for img, a, v in world_images(args.seed, start, start + args.scenes, synth)
+        ]
+        Samples.concat(parts).save(path)
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def refiner_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """BCE + Dice per channel (amodal weighted 1, visible 0.5), mean over the batch."""
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean((2, 3))
+    p = torch.sigmoid(logits)
+    inter = (p * targets).sum((2, 3))
+    dice = 1 - (2 * inter + 1) / (p.sum((2, 3)) + targets.sum((2, 3)) + 1)
+    per = bce + dice
+    return (per[:, 0] + 0.5 * per[:, 1]).mean()
+
+
+def batch_tensors(s: Samples, idx: NDArray[np.int64], cfg: RefinerConfig) -> tuple[Any, Any]:
+    x = torch.from_numpy(s.inputs[idx, : cfg.in_channels].astype(np.float32))
+    y = torch.from_numpy(s.targets[idx].astype(np.float32) / 255.0)
+    return x, y
+
+
+@torch.no_grad()
+def evaluate_crops(model: MaskRefiner, val: Samples, cfg: RefinerConfig) -> dict[str, float]:
+    """Crop-frame IoU of the amodal output (occluded > 0.1, by prompt kind) and visible."""
+    model.eval()
+    ious_a, ious_v = [], []
+    for i in range(0, len(val.inputs), 256):
+        idx = np.arange(i, min(i + 256, len(val.inputs)))
+        x, y = batch_tensors(val, idx, cfg)
+        pred = model(x) > 0
+        tgt = y > 0.5
+        inter = (pred & tgt).sum((2, 3)).float()
+        union = (pred | tgt).sum((2, 3)).float().clamp(min=1)
+        iou = (inter / union).numpy()
+        ious_a.append(iou[:, 0])
+        ious_v.append(iou[:, 1])
+    model.train()
+    a, v = np.concatenate(ious_a), np.concatenate(ious_v)
+    occ = val.occlusion > 0.1
+    return {
+        "amodal_occ_modal_box": float(a[occ & ~val.amodal_prompt].mean()),
+        "amodal_occ_amodal_box": float(a[occ & val.amodal_prompt].mean()),
+        "amodal_unoccluded": float(a[val.occlusion < 0.05].mean()),
+        "visible_all": float(v.mean()),
+    }
+
+
+class ShardPool:
+    """The newest ``keep`` shards of a folder that ``gen`` is still filling."""
+
+    def __init__(self, folder: Path, keep: int) -> None:
+        self.folder, self.keep = folder, keep
+        self.loaded: dict[Path, Samples] = {}
+
+    def refresh(self) -> Samples:
+        found = sorted(self.folder.glob("shard_*[0-9].npz"))
+        for p in found[-self.keep :]:
+            if p not in self.loaded:
+                self.loaded[p] = Samples.load(p)
+        for p in list(self.loaded)[: -self.keep]:
+            del self.loaded[p]
+        if not self.loaded:
+            raise FileNotFoundError(f"no shard_*.npz in {self.folder}")
+        return Samples.concat(list(self.loaded.values()))
+
+
+def fit(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = RefinerConfig(
+        crop=args.crop,
+        widths=tuple(int(x) for x in args.widths.split(",")),
+        use_logits=not args.no_logits,
+        grow=args.grow,
+        residual=args.residual,
+        global_dim=args.global_dim,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = MaskRefiner(cfg)
+    if args.bf16:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    state_path = out / "state.pt"
+    elapsed, step, seen = 0.0, 0, 0
+    if state_path.exists():
+        st = torch.load(state_path, weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        elapsed, step, seen = float(st["elapsed"]), int(st["step"]), int(st["seen"])
+    budget = args.minutes * 60.0
+    val = Samples.load(next(Path(args.val).glob("shard_*[0-9].npz")))
+    pool = ShardPool(Path(args.shards), args.keep)
+    data = pool.refresh()
+    rng = np.random.default_rng([args.seed, step])
+    curve = out / "curve.csv"
+    fields = ["elapsed_s", "step", "samples", "loss", *evaluate_crops(model, val, cfg)]
+    if not curve.exists():
+        with curve.open("w", newline="") as f:
+            csv.writer(f).writerow(fields)
+    (out / "config.json").write_text(json.dumps({"refiner": cfg.to_dict(), **vars(args)}))
+    t_start = time.perf_counter() - elapsed
+    last_eval = last_save = last_refresh = elapsed
+    losses: list[float] = []
+    model.train()
+    while True:
+        elapsed = time.perf_counter() - t_start
+        frac = min(elapsed / budget, 1.0)
+        lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        done = elapsed >= budget
+        if done or elapsed - last_eval >= args.eval_every:
+            metrics = evaluate_crops(model, val, cfg)
+            row = [round(elapsed, 1), step, seen, float(np.mean(losses)) if losses else ""]
+            with curve.open("a", newline="") as f:
+                csv.writer(f).writerow(row + [round(v, 4) for v in metrics.values()])
+            print(json.dumps({"elapsed": round(elapsed), "step": step, **metrics}), flush=True)
+            losses, last_eval = [], elapsed
+        if done or elapsed - last_save >= args.save_every:
+            st = {"model": model.state_dict(), "opt": opt.state_dict()}
+            st.update(elapsed=elapsed, step=step, seen=seen)
+            torch.save(st, out / "state.tmp")
+            os.replace(out / "state.tmp", state_path)
+            torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, out / "w.tmp")
+            os.replace(out / "w.tmp", out / "refiner.pt")
+            last_save = elapsed
+        if done:
+            break
+        if elapsed - last_refresh >= args.refresh_every:
+            data, last_refresh = pool.refresh(), elapsed
+        idx = rng.integers(0, len(data.inputs), args.batch)
+        x, y = batch_tensors(data, idx, cfg)
+        if args.flip:
+            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
+        if args.bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            logits = model(x)
+        loss = refiner_loss(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        step += 1
+        seen += len(idx)
+
+
+def attach(args: argparse.Namespace) -> None:
+    """Put a trained refiner into a model checkpoint (edge-sameo format)."""
+    from edge_sameo.checkpoint import load_model, save_model
+
+    model = load_model(args.model)
+    obj = torch.load(args.refiner, weights_only=True)
+    refiner = MaskRefiner(RefinerConfig.from_dict(obj["config"]))
+    refiner.load_state_dict(obj["state_dict"])
+    model.refiner = refiner.eval()
+    meta = {"refiner": {"source": str(args.refiner), **json.loads(args.meta or "{}")}}
+    save_model(model, args.out, meta=meta)
+    print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.refiner", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("gen", help="write shards of refiner samples from fresh scenes")
+    g.add_argument("--out", required=True)
+    g.add_argument("--nano", default="models/nano/nano.pt")
+    g.add_argument("--seed", type=int, default=2000)
+    g.add_argument("--first", type=int, default=0)
+    g.add_argument("--shards", type=int, default=100)
+    g.add_argument("--scenes", type=int, default=40, help="scenes per shard")
+    g.add_argument("--crop", type=int, default=64)
+    g.add_argument("--grow", type=float, default=1.6)
+    f = sub.add_parser("fit", help="train a refiner on the newest shards, wall-clock budget")
+    f.add_argument("--shards", required=True)
+    f.add_argument("--val", required=True)
+    f.add_argument("--out", required=True)
+    f.add_argument("--minutes", type=float, default=15.0)
+    f.add_argument("--crop", type=int, default=64)
+    f.add_argument("--grow", type=float, default=1.6)
+    f.add_argument("--widths", default="16,32,64,128")
+    f.add_argument("--no-logits", action="store_true")
+    f.add_argument("--residual", action="store_true", help="outputs correct the input logits")
+    f.add_argument("--global-dim", type=int, default=0, help="fully connected bottleneck width")
+    f.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast + channels-last (about 2x on CPUs with AVX-512 bf16 or AMX)",
+    )
+    f.add_argument("--flip", action="store_true")
+    f.add_argument("--lr", type=float, default=2e-3)
+    f.add_argument("--batch", type=int, default=64)
+    f.add_argument("--keep", type=int, default=60, help="newest shards kept in memory")
+    f.add_argument("--threads", type=int, default=1)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--eval-every", type=float, default=60.0)
+    f.add_argument("--save-every", type=float, default=120.0)
+    f.add_argument("--refresh-every", type=float, default=60.0)
+    a = sub.add_parser("attach", help="write a model checkpoint with a trained refiner")
+    a.add_argument("--model", default="models/nano/nano.pt")
+    a.add_argument("--refiner", required=True, help="refiner.pt written by fit")
+    a.add_argument("--out", required=True)
+    a.add_argument("--meta", help="JSON object stored in the checkpoint's meta")
+    args = p.parse_args(argv)
+    {"gen": generate, "fit": fit, "attach": attach}[args.cmd](args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
