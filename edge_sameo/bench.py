@@ -4,6 +4,10 @@ The original-code-equivalent baseline (torch eager fp32 with the original explic
 attention) always runs first, so every ratio comes from one run on one machine. With a
 refiner, each box count also times the refiner on the crops the predictor builds, and the
 masks compared are the predictor's final (refined) masks.
+
+:func:`run_compare` instead puts two models side by side on each runtime: whole frames
+(``set_image`` + ``predict`` of N boxes, as the app runs them), taken in turn so that the
+machine's noise falls on both alike, and the ratio of one model's cost to the other's.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -29,6 +33,12 @@ from edge_sameo.predictor import AmodalPredictor, best_masks
 from edge_sameo.preprocess import resize_pixels
 
 BASELINE = "torch-eager fp32"
+#: The stages of ``Prediction.speed`` reported per model in a comparison.
+FRAME_STAGES = ("preprocess", "encoder", "decoder", "refiner", "postprocess")
+#: The network's own stages: encoder, both decoder heads and the refiner.
+COMPUTE_STAGES = ("encoder", "decoder", "refiner")
+#: CPU flags (``/proc/cpuinfo``) that decide which kernels the CPU runtimes pick.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 @dataclass(frozen=True)
@@ -212,42 +222,53 @@ def candidate_runtimes(
     wanted: Sequence[str] | None,
     threads: int | None = None,
 ) -> list[tuple[str, Callable[[], Backend]]]:
-    """Every (name, factory) available here; the baseline first."""
+    """Every (name, factory) available here; the baseline first. The model is exported
+    (once, cached) only when a runtime that reads the export is selected."""
     import copy
 
     from edge_sameo.backends.registry import export_dir_for, is_available
     from edge_sameo.backends.torch_backend import TorchBackend
 
+    def keep(name: str) -> bool:
+        return not wanted or name == BASELINE or any(w in name for w in wanted)
+
     def torch_factory(precision: str, attention: str) -> Callable[[], Backend]:
         return lambda: TorchBackend(copy.deepcopy(model), precision, "cpu", attention)
-
-    def onnx_factory(cls: Callable[..., Backend], precision: str) -> Callable[[], Backend]:
-        return lambda: cls(directory, precision, threads=threads)
 
     runs: list[tuple[str, Callable[[], Backend]]] = [
         (BASELINE, torch_factory("fp32", "explicit")),
         ("torch-sdpa fp32", torch_factory("fp32", "sdpa")),
         ("torch-sdpa bf16", torch_factory("bf16", "sdpa")),
     ]
-    directory = export_dir or export_dir_for(model)
+    # (name, factory of the export folder, the file it needs beyond the fp32 graphs)
+    exported: list[tuple[str, Callable[[Path], Backend], str | None]] = []
     if is_available("onnxruntime"):
         from edge_sameo.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         for p in ("fp32", "fp16", "int8"):
-            if p == "fp32" or (directory / f"encoder.{p}.onnx").is_file():
-                runs.append((f"onnxruntime {p}", onnx_factory(OnnxRuntimeBackend, p)))
+            need = None if p == "fp32" else f"encoder.{p}.onnx"
+            exported.append(
+                (
+                    f"onnxruntime {p}",
+                    partial(OnnxRuntimeBackend, precision=p, threads=threads),
+                    need,
+                )
+            )
     if is_available("openvino"):
         from edge_sameo.backends.openvino_backend import OpenVINOBackend
 
         for p in ("fp32", "bf16", "int8"):
-            if p != "int8" or (directory / "encoder.int8.onnx").is_file():
-                runs.append((f"openvino {p}", onnx_factory(OpenVINOBackend, p)))
-        runs.append(
+            need = "encoder.int8.onnx" if p == "int8" else None
+            exported.append(
+                (f"openvino {p}", partial(OpenVINOBackend, precision=p, threads=threads), need)
+            )
+        exported.append(
             (
                 "openvino bf16 enc + fp32 dec",
-                lambda: OpenVINOBackend(
-                    directory, "bf16", threads=threads, decoder_precision="fp32"
+                partial(
+                    OpenVINOBackend, precision="bf16", threads=threads, decoder_precision="fp32"
                 ),
+                None,
             )
         )
     if is_available("tensorrt"):
@@ -255,11 +276,16 @@ def candidate_runtimes(
 
         trt: Callable[..., Backend] = backend_class("tensorrt")
         for p in ("fp16", "int8"):
-            runs.append((f"tensorrt {p}", partial(trt, directory, p)))
-    if wanted:
-        keep = [r for r in runs if r[0] == BASELINE or any(w in r[0] for w in wanted)]
-        return keep
-    return runs
+            exported.append((f"tensorrt {p}", partial(trt, precision=p), None))
+    exported = [e for e in exported if keep(e[0])]
+    if exported:
+        directory = export_dir or export_dir_for(model)
+        runs += [
+            (name, partial(make, directory))
+            for name, make, need in exported
+            if need is None or (directory / need).is_file()
+        ]
+    return [r for r in runs if keep(r[0])]
 
 
 def machine_info() -> dict[str, Any]:
@@ -274,6 +300,26 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def isa_flags() -> dict[str, bool]:
+    """Which of :data:`ISA_FLAGS` the CPU reports (empty where ``/proc/cpuinfo`` has none)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return {flag: flag in present for flag in ISA_FLAGS}
+    return {}
+
+
+def machine_report() -> dict[str, Any]:
+    """:func:`machine_info` plus the torch version and its thread count."""
+    import torch
+
+    return {**machine_info(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def run_bench(
@@ -315,11 +361,7 @@ def run_bench(
     }
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            **machine_info(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine_report(),
         "model": model.config.name,
         "image_hw": list(image.shape[:2]),
         "config": asdict(cfg),
@@ -414,4 +456,195 @@ def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
     atomic_write_json(paths[0], json.loads(json.dumps(report)))
     atomic_write_bytes(paths[1], (md + "\n").encode())
     plot(report, paths[2])
+    return paths
+
+
+@dataclass
+class FrameStats:
+    """One model's frames on one runtime. ``frame``: wall time of ``set_image`` +
+    ``predict`` of N boxes; ``compute``: encoder + decoder + refiner (``Prediction.speed``)
+    summed per frame; ``stages``: p50 ms of each of :data:`FRAME_STAGES`."""
+
+    frame: StageStats
+    compute: StageStats
+    stages: dict[str, float]
+
+    @staticmethod
+    def of(frames: Sequence[tuple[float, Mapping[str, float]]]) -> FrameStats:
+        """From (seconds, ``Prediction.speed`` in ms) per frame."""
+        speeds = [speed for _, speed in frames]
+        compute_s = [sum(sp.get(k, 0.0) for k in COMPUTE_STAGES) / 1e3 for sp in speeds]
+        return FrameStats(
+            frame=StageStats.of([t for t, _ in frames]),
+            compute=StageStats.of(compute_s),
+            stages={
+                k: float(np.percentile([sp.get(k, 0.0) for sp in speeds], 50)) for k in FRAME_STAGES
+            },
+        )
+
+
+@dataclass
+class PairResult:
+    """Both models on one runtime, per box count N: their frames, and model / baseline
+    ratios of the p50 frame time (``frame_ratio``) and of the p50 encoder + decoder +
+    refiner time (``compute_ratio``); above 1 means the model costs more."""
+
+    name: str
+    description: str
+    model: dict[int, FrameStats]
+    baseline: dict[int, FrameStats]
+    frame_ratio: dict[int, float]
+    compute_ratio: dict[int, float]
+
+
+def timed_frame(
+    predictor: AmodalPredictor, image: NDArray[np.uint8], boxes: NDArray[np.float32]
+) -> tuple[float, dict[str, float]]:
+    """One frame of the segmenter's work: seconds of ``set_image(image)`` + ``predict(boxes)``
+    ((N, 4) float32 XYXY image pixels), and the prediction's per-stage ms."""
+    t0 = time.perf_counter()
+    predictor.set_image(image)
+    prediction = predictor.predict(boxes)
+    return time.perf_counter() - t0, prediction.speed
+
+
+def interleaved_frames(
+    predictors: Sequence[AmodalPredictor],
+    image: NDArray[np.uint8],
+    boxes: NDArray[np.float32],
+    iters: int,
+    warmup: int,
+) -> list[list[tuple[float, dict[str, float]]]]:
+    """``iters`` timed frames per predictor after ``warmup`` untimed ones, the predictors
+    taking turns (A, B, A, B, ...) so that drift and noise of the machine fall on all alike."""
+    for _ in range(warmup):
+        for predictor in predictors:
+            timed_frame(predictor, image, boxes)
+    frames: list[list[tuple[float, dict[str, float]]]] = [[] for _ in predictors]
+    for _ in range(iters):
+        for predictor, out in zip(predictors, frames, strict=True):
+            out.append(timed_frame(predictor, image, boxes))
+    return frames
+
+
+def compare_backends(
+    name: str,
+    make_model: Callable[[], Backend],
+    make_baseline: Callable[[], Backend],
+    image: NDArray[np.uint8],
+    cfg: BenchConfig,
+) -> PairResult:
+    """Time both models' frames on one runtime, interleaved, for every box count of ``cfg``."""
+    backends: list[Backend] = []
+    try:
+        for make in (make_model, make_baseline):
+            backends.append(make())
+        predictors = [AmodalPredictor(b) for b in backends]
+        ours: dict[int, FrameStats] = {}
+        theirs: dict[int, FrameStats] = {}
+        for n in cfg.box_counts:
+            boxes = bench_boxes(image.shape[:2], n, cfg.seed)
+            a, b = interleaved_frames(predictors, image, boxes, cfg.iters, cfg.warmup)
+            ours[n], theirs[n] = FrameStats.of(a), FrameStats.of(b)
+        return PairResult(
+            name=name,
+            description=backends[0].describe(),
+            model=ours,
+            baseline=theirs,
+            frame_ratio={n: ours[n].frame.p50_ms / theirs[n].frame.p50_ms for n in ours},
+            compute_ratio={n: ours[n].compute.p50_ms / theirs[n].compute.p50_ms for n in ours},
+        )
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+def model_summary(model: EfficientSam, label: str) -> dict[str, Any]:
+    return {
+        "label": label,
+        "config": model.config.name,
+        "modal_decoder": model.modal_decoder is not None,
+        "refiner": model.refiner is not None,
+    }
+
+
+def run_compare(
+    model: EfficientSam,
+    baseline: EfficientSam,
+    image: NDArray[np.uint8],
+    cfg: BenchConfig,
+    export_dir: Path | None = None,
+    wanted: Sequence[str] | None = None,
+    progress: Callable[[str], None] = print,
+    threads: int | None = None,
+    labels: tuple[str, str] = ("model", "baseline"),
+) -> dict[str, Any]:
+    """``model`` against ``baseline`` on every runtime both run here (``wanted``: substrings
+    of the runtime names to keep; ``export_dir``: ``model``'s export folder, the baseline is
+    exported on demand; ``threads`` as in :func:`run_bench`)."""
+    import torch
+
+    from edge_sameo.errors import InputError
+
+    if threads:
+        torch.set_num_threads(threads)
+    ours = dict(candidate_runtimes(model, export_dir, wanted, threads))
+    theirs = dict(candidate_runtimes(baseline, None, wanted, threads))
+    # Unlike run_bench, no runtime is kept for mask agreement: only the ones asked for.
+    names = [n for n in ours if n in theirs and (not wanted or any(w in n for w in wanted))]
+    if not names:
+        raise InputError(f"no runtime available here matches {', '.join(wanted or [])}")
+    results: list[PairResult] = []
+    failed: dict[str, str] = {}
+    for name in names:
+        progress(f"comparing on {name} ...")
+        try:
+            results.append(compare_backends(name, ours[name], theirs[name], image, cfg))
+        except Exception as exc:  # one runtime failing must not lose the others' figures
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            progress(f"  {name} failed: {failed[name]}")
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {**machine_report(), "isa": isa_flags()},
+        "model": model_summary(model, labels[0]),
+        "baseline": model_summary(baseline, labels[1]),
+        "image_hw": list(image.shape[:2]),
+        "config": asdict(cfg),
+        "results": [asdict(r) for r in results],
+        "failed": failed,
+    }
+
+
+def compare_table(report: dict[str, Any]) -> str:
+    """One row per runtime and box count: p50/p95 frame ms of each model, their per-stage
+    p50 ms (encoder / decoder / refiner / postprocess) and the model / baseline ratios."""
+    stages = ("encoder", "decoder", "refiner", "postprocess")
+    rows = [
+        "| runtime | N | model frame p50/p95 ms | baseline frame p50/p95 ms | frame × "
+        "| model enc / dec / ref / post ms | baseline enc / dec / ref / post ms "
+        "| enc+dec+ref × |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        for n, ours in r["model"].items():
+            theirs = r["baseline"][n]
+            frames = [
+                f"{s['frame']['p50_ms']:.1f} / {s['frame']['p95_ms']:.1f}" for s in (ours, theirs)
+            ]
+            split = [" / ".join(f"{s['stages'][k]:.1f}" for k in stages) for s in (ours, theirs)]
+            rows.append(
+                f"| {r['name']} | {n} | {frames[0]} | {frames[1]} | {r['frame_ratio'][n]:.2f} "
+                f"| {split[0]} | {split[1]} | {r['compute_ratio'][n]:.2f} |"
+            )
+    return "\n".join(rows)
+
+
+def write_compare(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    """``compare.json`` (the whole report) and ``compare.md`` (its table) in ``out_dir``."""
+    from edge_sameo.io import atomic_write_bytes, atomic_write_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "compare.json", out_dir / "compare.md"]
+    atomic_write_json(paths[0], json.loads(json.dumps(report)))
+    atomic_write_bytes(paths[1], (compare_table(report) + "\n").encode())
     return paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,136 @@ def test_refiner_changes_the_masks(tiny_model: EfficientSam, rgb_image: np.ndarr
     res = predictor.predict(np.array([[40, 30, 80, 70]], np.float32))
     ys, xs = np.nonzero(res.masks[0])
     assert xs.min() <= 40 and xs.max() >= 79 and ys.min() <= 30 and ys.max() >= 69
+
+
+def test_model_card_shows_the_refiner_and_the_second_world() -> None:
+    from train.card import render
+
+    metrics = json.loads(Path("models/nano/metrics.json").read_text())
+    plain = render(metrics)
+    assert "refiner" not in plain.split("## Files")[0]
+    test = metrics["test"]
+    with_ref = {
+        **metrics,
+        "refiner": {
+            "commands": ["python -m train.refiner fit ..."],
+            "config": SMALL.to_dict(),
+            "params": 1234,
+            "summary": "trained 1 min",
+        },
+        "second_world": {**test, "description": "another world"},
+    }
+    card = render(with_ref)
+    assert "**refiner**" in card and "python -m train.refiner fit ..." in card
+    assert "(1,234 parameters)" in card
+    assert "A second synthetic world, never trained on** (another world" in card
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_samples_are_what_the_app_feeds_the_refiner(tiny_model: EfficientSam) -> None:
+    """A training sample's inputs equal the predictor's crops for the same boxes."""
+    from edge_sameo.data.synth import SynthConfig
+    from train.refiner import scene_samples, world_images
+
+    model = with_refiner(tiny_model)
+    synth = SynthConfig(size=(160, 120), objects=(2, 3))
+    image, amodal, visible = next(world_images(5, 0, 1, synth))
+    rng = np.random.default_rng(0)
+    s = scene_samples(model, image, amodal, visible, rng, SMALL)
+    n = len(amodal)
+    assert s.inputs.shape == (n, 6, 32, 32) and s.targets.shape == (n, 2, 32, 32)
+    assert s.inputs.dtype == np.float16 and s.targets.dtype == np.uint8
+    np.testing.assert_allclose(s.occlusion, 1 - visible.sum((1, 2)) / amodal.sum((1, 2)), 1e-6)
+    # targets: visible inside amodal (up to resampling), both non-empty for visible objects
+    assert (s.targets[:, 1].astype(int) <= s.targets[:, 0].astype(int) + 1).all()
+    # the same boxes through the predictor give the same crops (the box channel is exact)
+    box_channel = s.inputs[:, 3] > 0.5
+    assert box_channel.any(axis=(1, 2)).all()
+
+
+def test_fit_then_attach(tiny_model: EfficientSam, tmp_path: Path) -> None:
+    from train.refiner import Samples, main
+
+    rng = np.random.default_rng(0)
+    n = 40
+    samples = Samples(
+        inputs=rng.normal(size=(n, 6, 32, 32)).astype(np.float16),
+        targets=(rng.random((n, 2, 32, 32)) > 0.5).astype(np.uint8) * 255,
+        occlusion=np.linspace(0, 0.6, n, dtype=np.float32),
+        amodal_prompt=np.arange(n) % 2 == 0,
+    )
+    for folder in ("shards", "val"):
+        (tmp_path / folder).mkdir()
+        samples.save(tmp_path / folder / "shard_00000.npz")
+    args = ["fit", "--shards", str(tmp_path / "shards"), "--val", str(tmp_path / "val")]
+    args += ["--out", str(tmp_path / "fit"), "--minutes", "0.05", "--crop", "32"]
+    args += ["--widths", "4,8,16", "--batch", "8", "--eval-every", "1", "--flip"]
+    assert main(args) == 0
+    rows = (tmp_path / "fit" / "curve.csv").read_text().splitlines()
+    assert rows[0].startswith("elapsed_s,step,samples,loss,amodal_occ_modal_box")
+    assert len(rows) >= 2
+    state = torch.load(tmp_path / "fit" / "state.pt", weights_only=True)
+    assert state["step"] > 0 and state["seen"] == 8 * state["step"]
+    # a rerun resumes: the budget is spent, nothing more is trained
+    assert main(args) == 0
+    again = torch.load(tmp_path / "fit" / "state.pt", weights_only=True)
+    assert again["step"] == state["step"]
+
+    base = tmp_path / "base.pt"
+    save_model(with_refiner(tiny_model), base)
+    out = tmp_path / "with_refiner.pt"
+    assert (
+        main(
+            [
+                "attach",
+                "--model",
+                str(base),
+                "--refiner",
+                str(tmp_path / "fit" / "refiner.pt"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    model = load_model(out)
+    assert model.refiner is not None and model.refiner.config.widths == (4, 8, 16)
+    trained = torch.load(tmp_path / "fit" / "refiner.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, model.refiner.state_dict()[k]) for k, v in trained.items())
+
+
+@pytest.mark.slow
+def test_nano_recipe_with_a_refiner_stage(tmp_path: Path) -> None:
+    from train.nano import NanoRecipe, run_recipe
+
+    tiny_stage = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "warmup_steps": 1}
+    recipe = NanoRecipe(
+        out=tmp_path / "nano",
+        synth={"size": (128, 96), "objects": (2, 3), "clutter": (0, 2)},
+        train_count=3,
+        val_count=1,
+        test_count=2,
+        progress=False,
+        stage1={**tiny_stage, "model": "tiny"},
+        stage2=tiny_stage,
+        refiner={
+            "minutes": 0.05,
+            "widths": "4,8,16",
+            "crop": 32,
+            "shards": 2,
+            "scenes": 2,
+            "val_scenes": 2,
+            "threads": 1,
+            "bf16": False,
+            "keep": 2,
+            "batch": 4,
+        },
+    )
+    result = run_recipe(recipe)
+    model = load_model(recipe.out / "nano.pt")
+    assert model.refiner is not None and model.refiner.config.crop == 32
+    assert result["test"]["refiner"] is True
+    assert result["refiner_stage"]["last"]["step"] > 0
+    assert (recipe.runs / "refiner" / "val" / "shard_00000.npz").is_file()

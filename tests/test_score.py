@@ -10,11 +10,13 @@ import pytest
 from edge_sameo.errors import InputError
 from train.cli import main
 from train.score import (
+    BARS,
+    BARS_SECOND_WORLD,
     DETECTOR,
-    GATE_MARGIN,
-    GATE_OCCLUDED,
     NANO,
     ScoreConfig,
+    bars_line,
+    nano_bars,
     nano_gate,
     report,
     run_scores,
@@ -51,14 +53,23 @@ def test_training_seeds_are_read_from_the_model_cards() -> None:
     assert nano["test"]["seed"] not in used_seeds(NANO, "nano")
 
 
-def test_nano_gate_thresholds() -> None:
-    def test(occ: float, base: float) -> dict[str, dict[str, float]]:
-        m = {"inst_mIoU_occluded": occ, "inst_baseline_mIoU_occluded": base}
-        return {"amodal_head_modal_boxes": m}
+def test_nano_bars() -> None:
+    def test(modal: float, amodal: float, whole: float) -> dict[str, dict[str, float]]:
+        return {
+            "amodal_head_modal_boxes": {"inst_mIoU_occluded": modal, "inst_mIoU_unoccluded": whole},
+            "amodal_head_amodal_boxes": {"inst_mIoU_occluded": amodal},
+        }
 
-    assert nano_gate(test(GATE_OCCLUDED, GATE_OCCLUDED - GATE_MARGIN - 1e-9))[0]
-    assert not nano_gate(test(GATE_OCCLUDED - 1e-3, 0.0))[0]
-    assert not nano_gate(test(0.95, 0.95 - GATE_MARGIN + 1e-3))[0]
+    at_bars = test(BARS["modal"], BARS["amodal"], BARS["unoccluded"])
+    assert nano_gate(at_bars)
+    assert nano_bars(at_bars)["amodal"] == (BARS["amodal"], BARS["amodal"], True)
+    assert not nano_gate(test(BARS["modal"] - 1e-3, 0.99, 0.99))
+    assert not nano_gate(test(0.99, BARS["amodal"] - 1e-3, 0.99))
+    assert not nano_gate(test(0.99, 0.99, BARS["unoccluded"] - 1e-3))
+    # the second world's bars have no whole-object bar and lower thresholds
+    low = test(BARS_SECOND_WORLD["modal"], BARS_SECOND_WORLD["amodal"], 0.0)
+    assert nano_gate(low, BARS_SECOND_WORLD) and not nano_gate(low)
+    assert "NOT met" in bars_line(low) and "NOT met" not in bars_line(low, BARS_SECOND_WORLD)
 
 
 def test_bundled_models_on_fresh_scenes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,7 +85,7 @@ def test_bundled_models_on_fresh_scenes(tmp_path: Path, capsys: pytest.CaptureFi
     assert nano["images"] == len(coco["images"]) and nano["instances"] == len(coco["annotations"])
     for head in ("amodal_head_modal_boxes", "amodal_head_amodal_boxes"):
         assert 0.0 < nano[head]["inst_mIoU"] <= 1.0
-    assert nano["gate_met"] == nano_gate(nano)[0]
+    assert nano["gate_met"] == nano_gate(nano)
 
     det = result["detector"]
     labels = list((cfg.out / "detector_data" / "labels" / "train").glob("*.txt"))

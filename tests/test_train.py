@@ -501,7 +501,7 @@ def test_nano_recipe_end_to_end_then_warm_start(tmp_path: Path) -> None:
     metrics = json.loads((warm.out / "metrics.json").read_text())
     assert Path(metrics["stage1"]["config"]["init"]) == warm.warm_start_model
     card = render_card(metrics)
-    assert f"--set warm_start={recipe.out / 'nano.pt'}" in card and "Gate (issue #5)" in card
+    assert f"--set warm_start={recipe.out / 'nano.pt'}" in card and "Quality bars" in card
     assert "from random weights" in render_card(result)
     assert "\n* a note on the data\n" in render_card({**result, "notes": ["a note on the data"]})
     assert load_model(warm.out / "nano.pt").modal_decoder is not None

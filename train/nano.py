@@ -9,8 +9,11 @@
 3. stage 2 (the SAMEO recipe): the stage-1 decoder fine-tuned on **amodal** masks with
    modal/amodal boxes 50:50, the encoder frozen (embedding cache), the stage-1 decoder
    kept as the modal head;
-4. test: the held-out set scored with modal and with amodal box prompts; the model
-   (``nano.pt``), its SAMEO decoder checkpoint and ``metrics.json`` are written.
+4. stage 3 (when the config has a ``refiner`` section): the object-resolution refiner
+   trained on fresh scenes over the frozen stage-2 model (``train.refiner``);
+5. test: the held-out set scored through the app's path with modal and with amodal box
+   prompts; the model (``nano.pt``), its SAMEO decoder checkpoint and ``metrics.json`` are
+   written.
 
 Every stage resumes where it stopped: run the same command again after an interruption.
 """
@@ -56,6 +59,8 @@ class NanoRecipe:
     config_file: str | None = None
     stage1: Mapping[str, Any] = field(default_factory=dict)
     stage2: Mapping[str, Any] = field(default_factory=dict)
+    #: Stage 3, the refiner (``train.refiner.STAGE_DEFAULTS`` keys); empty: no refiner.
+    refiner: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -80,7 +85,7 @@ class NanoRecipe:
         data: dict[str, Any] = load_yaml(path) if path is not None else {}
         for key, value in (overrides or {}).items():
             section, dot, name = key.partition(".")
-            if dot and section in ("stage1", "stage2", "synth"):
+            if dot and section in ("stage1", "stage2", "synth", "refiner"):
                 data.setdefault(section, {})[name] = value
             else:
                 data[key] = value
@@ -212,8 +217,27 @@ def run_recipe(recipe: NanoRecipe) -> dict[str, Any]:
         "stage2": str(s2.out),
         "weights": "synthetic world only (issue #3): not for real photos",
     }
-    save_model(model, recipe.out / "nano.pt", meta)
     write_sameo_decoder(model, recipe.out / "nano_sameo_decoder.pt", meta)
+    refiner: dict[str, Any] | None = None
+    if recipe.refiner:
+        import torch
+
+        from edge_sameo.modeling import MaskRefiner, RefinerConfig
+        from train.refiner import train_stage
+
+        decoders = recipe.runs / "decoders.pt"
+        save_model(model, decoders, meta)
+        t = time.perf_counter()
+        stage = train_stage(
+            decoders, recipe.runs / "refiner", recipe.train_seed, recipe.val_seed,
+            dict(recipe.refiner),
+        )  # fmt: skip
+        obj = torch.load(recipe.runs / "refiner" / "fit" / "refiner.pt", weights_only=True)
+        model.refiner = MaskRefiner(RefinerConfig.from_dict(obj["config"]))
+        model.refiner.load_state_dict(obj["state_dict"])
+        model.refiner.eval()
+        refiner = {**stage, "config": obj["config"], "wall_s": time.perf_counter() - t}
+    save_model(model, recipe.out / "nano.pt", meta)
     test = test_model(recipe, recipe.out / "nano.pt")
     result = {
         "model_config": model.config.to_dict(),
@@ -228,6 +252,7 @@ def run_recipe(recipe: NanoRecipe) -> dict[str, Any]:
         "config_file": recipe.config_file,
         "stage1": {"config": s1.to_dict(), "summary": sum1},
         "stage2": {"config": s2.to_dict(), "summary": sum2},
+        **({"refiner_stage": refiner} if refiner else {}),
         "test": test,
         "wall_s_this_invocation": time.perf_counter() - t0,
         "train_s": float(sum1["elapsed_s"]) + float(sum2["elapsed_s"]),

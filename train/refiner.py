@@ -258,6 +258,11 @@ def fit(args: argparse.Namespace) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     state_path = out / "state.pt"
     elapsed, step, seen = 0.0, 0, 0
+    if args.init and not state_path.exists():
+        init = torch.load(args.init, weights_only=True)
+        if RefinerConfig.from_dict(init["config"]) != cfg:
+            raise SystemExit(f"{args.init}: its refiner config differs from this run's")
+        model.load_state_dict(init["state_dict"])
     if state_path.exists():
         st = torch.load(state_path, weights_only=True)
         model.load_state_dict(st["model"])
@@ -322,6 +327,67 @@ def fit(args: argparse.Namespace) -> None:
         seen += len(idx)
 
 
+#: The recipe's refiner stage: ``fit``'s flags (``--`` dropped, ``_`` for ``-``) plus the
+#: shard generator's ``shards`` / ``scenes`` per shard / ``val_scenes``.
+STAGE_DEFAULTS: dict[str, Any] = {
+    "minutes": 77.0,
+    "widths": "8,16,32,64",
+    "crop": 64,
+    "grow": 1.6,
+    "flip": True,
+    "bf16": True,
+    "threads": 2,
+    "keep": 150,
+    "shards": 1000,
+    "scenes": 40,
+    "val_scenes": 150,
+}
+
+
+def fit_args(out: Path, shards: Path, val: Path, settings: dict[str, Any]) -> argparse.Namespace:
+    """``fit``'s parsed flags for ``settings`` (keys as in :data:`STAGE_DEFAULTS`)."""
+    argv = ["fit", "--shards", str(shards), "--val", str(val), "--out", str(out)]
+    for key, value in settings.items():
+        if key in ("shards", "scenes", "val_scenes"):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not False and value is not None:
+            argv += [flag, str(value)]
+    return build_parser().parse_args(argv)
+
+
+def train_stage(
+    nano: Path, out: Path, train_seed: int, val_seed: int, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """The recipe's refiner stage, resumable: validation shard, then ``fit`` while a
+    generator process writes fresh training shards beside it; returns fit's last curve row
+    and the settings. The trained weights are ``out / "fit" / "refiner.pt"``."""
+    import subprocess
+    import sys
+
+    cfg = {**STAGE_DEFAULTS, **settings}
+    shards, val = out / "shards", out / "val"
+    common = ["--nano", str(nano), "--crop", str(cfg["crop"]), "--grow", str(cfg["grow"])]
+    gen = [sys.executable, "-m", "train.refiner", "gen", *common]
+    val_gen = [*gen, "--out", str(val), "--seed", str(val_seed), "--shards", "1"]
+    subprocess.run([*val_gen, "--scenes", str(cfg["val_scenes"])], check=True)
+    train_gen = [*gen, "--out", str(shards), "--seed", str(train_seed)]
+    train_gen += ["--shards", str(cfg["shards"]), "--scenes", str(cfg["scenes"])]
+    # a first shard before fit starts; then the generator runs beside it
+    subprocess.run([*train_gen[:-4], "--shards", "1", "--scenes", str(cfg["scenes"])], check=True)
+    proc = subprocess.Popen(train_gen, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        fit(fit_args(out / "fit", shards, val, cfg))
+    finally:
+        proc.terminate()
+        proc.wait()
+    with (out / "fit" / "curve.csv").open(newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    return {"settings": cfg, "last": {k: float(v) for k, v in last.items() if v}}
+
+
 def attach(args: argparse.Namespace) -> None:
     """Put a trained refiner into a model checkpoint (edge-sameo format)."""
     from edge_sameo.checkpoint import load_model, save_model
@@ -336,7 +402,7 @@ def attach(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.refiner", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gen", help="write shards of refiner samples from fresh scenes")
@@ -353,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--val", required=True)
     f.add_argument("--out", required=True)
     f.add_argument("--minutes", type=float, default=15.0)
+    f.add_argument("--init", help="refiner.pt to start from (a new schedule; else random)")
     f.add_argument("--crop", type=int, default=64)
     f.add_argument("--grow", type=float, default=1.6)
     f.add_argument("--widths", default="16,32,64,128")
@@ -378,7 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--refiner", required=True, help="refiner.pt written by fit")
     a.add_argument("--out", required=True)
     a.add_argument("--meta", help="JSON object stored in the checkpoint's meta")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     {"gen": generate, "fit": fit, "attach": attach}[args.cmd](args)
     return 0
 

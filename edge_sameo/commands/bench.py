@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from edge_sameo.bench import BenchConfig
+    from edge_sameo.modeling import EfficientSam
 
 
 def register(sub: Any) -> None:
@@ -14,7 +21,9 @@ def register(sub: Any) -> None:
         description="Per stage (preprocess, encoder, decoder for N boxes, refiner for N boxes "
         "when the model has one, postprocess) and per runtime × precision: p50/p95 latency, "
         "throughput, peak memory and agreement of the final masks with torch eager fp32 (the "
-        "original code's computation), which always runs first.",
+        "original code's computation), which always runs first. With --baseline, instead: the "
+        "two models side by side on each runtime, whole frames (set_image + predict of N boxes) "
+        "taken in turn, and the ratio of --model's cost to --baseline's.",
     )
     p.add_argument("--model", default="vitt", help="checkpoint or config name (seeded weights)")
     p.add_argument("--onnx", type=Path, help="export folder to use (default: export the model)")
@@ -24,6 +33,12 @@ def register(sub: Any) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--only", nargs="*", help="runtimes to include (substring match)")
     p.add_argument("--threads", type=int, help="threads for every runtime (default: all cores)")
+    p.add_argument(
+        "--baseline",
+        metavar="MODEL",
+        help="checkpoint to compare --model with, side by side in this run (writes "
+        "compare.json and compare.md; --onnx applies to --model only)",
+    )
     p.add_argument("--out-dir", type=Path, default=Path("out/bench"))
     p.set_defaults(func=run)
 
@@ -42,9 +57,41 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"bad --boxes/--iters/--warmup: {exc}") from None
     model, label = load_model_arg(args.model, None)
     image = read_image(args.image) if args.image else reference_image(480, 640, seed=0)
+    if args.baseline:
+        return compare(args, model, label, image, cfg)
     print(f"model: {label}; image {image.shape[1]}x{image.shape[0]}")
     report = run_bench(model, image, cfg, args.onnx, args.only, threads=args.threads)
     paths = write_report(report, args.out_dir)
     print(markdown_table(report))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def compare(
+    args: argparse.Namespace,
+    model: EfficientSam,
+    label: str,
+    image: NDArray[np.uint8],
+    cfg: BenchConfig,
+) -> int:
+    """``--baseline``: both models side by side on each runtime (see ``run_compare``)."""
+    from edge_sameo.bench import compare_table, run_compare, write_compare
+    from edge_sameo.commands.export import load_model_arg
+
+    baseline, base_label = load_model_arg(args.baseline, None)
+    print(f"model: {label}; baseline: {base_label}; image {image.shape[1]}x{image.shape[0]}")
+    report = run_compare(
+        model,
+        baseline,
+        image,
+        cfg,
+        args.onnx,
+        args.only,
+        threads=args.threads,
+        labels=(label, base_label),
+    )
+    paths = write_compare(report, args.out_dir)
+    print(compare_table(report))
+    print("ratios: model / baseline p50 (frame: set_image + predict; enc+dec+ref: the network)")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0 if report["results"] else 1
