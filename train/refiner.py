@@ -161,7 +161,7 @@ def generate(args: argparse.Namespace) -> None:
     cfg = RefinerConfig(crop=args.crop, grow=args.grow)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    synth = SynthConfig()
+    synth = SynthConfig(pillars=args.pillars)
     for k in tqdm(range(args.first, args.first + args.shards), desc="shards", unit="shard"):
         path = out / f"shard_{k:05d}.npz"
         if path.exists():
@@ -328,7 +328,8 @@ def fit(args: argparse.Namespace) -> None:
 
 
 #: The recipe's refiner stage: ``fit``'s flags (``--`` dropped, ``_`` for ``-``) plus the
-#: shard generator's ``shards`` / ``scenes`` per shard / ``val_scenes``.
+#: shard generator's ``shards`` / ``scenes`` per shard / ``val_scenes`` / ``pillars`` (the
+#: share of training scenes with the video world's pillar in front; validation has none).
 STAGE_DEFAULTS: dict[str, Any] = {
     "minutes": 77.0,
     "widths": "8,16,32,64",
@@ -341,6 +342,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "shards": 1000,
     "scenes": 40,
     "val_scenes": 150,
+    "pillars": 0.3,
 }
 
 
@@ -348,7 +350,7 @@ def fit_args(out: Path, shards: Path, val: Path, settings: dict[str, Any]) -> ar
     """``fit``'s parsed flags for ``settings`` (keys as in :data:`STAGE_DEFAULTS`)."""
     argv = ["fit", "--shards", str(shards), "--val", str(val), "--out", str(out)]
     for key, value in settings.items():
-        if key in ("shards", "scenes", "val_scenes"):
+        if key in ("shards", "scenes", "val_scenes", "pillars"):
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:
@@ -374,6 +376,7 @@ def train_stage(
     val_gen = [*gen, "--out", str(val), "--seed", str(val_seed), "--shards", "1"]
     subprocess.run([*val_gen, "--scenes", str(cfg["val_scenes"])], check=True)
     train_gen = [*gen, "--out", str(shards), "--seed", str(train_seed)]
+    train_gen += ["--pillars", str(cfg["pillars"])]
     train_gen += ["--shards", str(cfg["shards"]), "--scenes", str(cfg["scenes"])]
     # a first shard before fit starts; then the generator runs beside it
     subprocess.run([*train_gen[:-4], "--shards", "1", "--scenes", str(cfg["scenes"])], check=True)
@@ -402,6 +405,40 @@ def attach(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def bundle(args: argparse.Namespace) -> None:
+    """Attach a trained refiner to a model, score it through the app's path on a held-out
+    set (and a second world), record everything in the ``metrics.json`` beside ``--out``
+    and re-render the model card there."""
+    from edge_sameo.io import atomic_write_json
+    from train.card import render
+    from train.score import score_nano
+
+    out = Path(args.out)
+    attach(args)
+    metrics_path = out.parent / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    obj = torch.load(args.refiner, weights_only=True)
+    rows = list(csv.DictReader(Path(args.refiner).with_name("curve.csv").open(newline="")))
+    extra = json.loads(args.meta or "{}")
+    metrics["refiner"] = {
+        "config": obj["config"],
+        "params": sum(int(v.numel()) for k, v in obj["state_dict"].items() if "running" not in k),
+        "commands": extra.get("commands", []),
+        "summary": extra.get("summary", ""),
+        "validation_last": {k: float(v) for k, v in rows[-1].items() if v},
+    }
+    if "test_before_refiner" not in metrics:
+        metrics["test_before_refiner"] = metrics["test"]
+    test = score_nano(out, Path(args.test), threads=args.threads)
+    metrics["test"] = {**metrics["test"], **test}
+    if args.second_world:
+        w = score_nano(out, Path(args.second_world), threads=args.threads)
+        metrics["second_world"] = {"description": args.second_world_description, **w}
+    atomic_write_json(metrics_path, metrics)
+    (out.parent / "MODEL_CARD.md").write_text(render(metrics))
+    print(f"wrote {metrics_path} and {out.parent / 'MODEL_CARD.md'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.refiner", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -414,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scenes", type=int, default=40, help="scenes per shard")
     g.add_argument("--crop", type=int, default=64)
     g.add_argument("--grow", type=float, default=1.6)
+    g.add_argument(
+        "--pillars",
+        type=float,
+        default=0.0,
+        help="share of scenes with the video world's upright pillar in front (SynthConfig)",
+    )
     f = sub.add_parser("fit", help="train a refiner on the newest shards, wall-clock budget")
     f.add_argument("--shards", required=True)
     f.add_argument("--val", required=True)
@@ -445,12 +488,21 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--refiner", required=True, help="refiner.pt written by fit")
     a.add_argument("--out", required=True)
     a.add_argument("--meta", help="JSON object stored in the checkpoint's meta")
+    b = sub.add_parser("bundle", help="attach, score (held-out, second world), card")
+    b.add_argument("--model", default="models/nano/nano.pt")
+    b.add_argument("--refiner", required=True, help="refiner.pt written by fit")
+    b.add_argument("--out", default="models/nano/nano.pt")
+    b.add_argument("--meta", help='JSON: {"commands": [...], "summary": "..."} for the card')
+    b.add_argument("--test", required=True, help="held-out COCO-amodal annotations.json")
+    b.add_argument("--second-world", help="a world never trained on (annotations.json)")
+    b.add_argument("--second-world-description", default="benchmarks/second_world.py")
+    b.add_argument("--threads", type=int, default=2)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    {"gen": generate, "fit": fit, "attach": attach}[args.cmd](args)
+    {"gen": generate, "fit": fit, "attach": attach, "bundle": bundle}[args.cmd](args)
     return 0
 
 
