@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,3 +111,21 @@ def _isolated_cache(
     monkeypatch.setenv("EDGE_SAMEO_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.setenv("YOLO_AUTOINSTALL", "False")
+
+
+def tiny_nano_recipe(out: Path, **changes: object) -> Any:
+    """The nano recipe shrunk to seconds: a tiny model, three training scenes of 128×96."""
+    from train.nano import NanoRecipe
+
+    tiny_stage = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "warmup_steps": 1}
+    fields: dict[str, Any] = {
+        "out": out,
+        "synth": {"size": (128, 96), "objects": (2, 3), "clutter": (0, 2)},
+        "train_count": 3,
+        "val_count": 1,
+        "test_count": 2,
+        "progress": False,
+        "stage1": {**tiny_stage, "model": "tiny"},
+        "stage2": tiny_stage,
+    }
+    return NanoRecipe(**{**fields, **changes})

@@ -467,20 +467,11 @@ def test_bench_cache_same_numbers(world: dict[str, Path], tmp_path: Path) -> Non
 
 
 def test_nano_recipe_end_to_end_then_warm_start(tmp_path: Path) -> None:
+    from tests.conftest import tiny_nano_recipe
     from train.card import render as render_card
-    from train.nano import NanoRecipe, run_recipe
+    from train.nano import run_recipe
 
-    tiny_stage = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "warmup_steps": 1}
-    recipe = NanoRecipe(
-        out=tmp_path / "nano",
-        synth={"size": (128, 96), "objects": (2, 3), "clutter": (0, 2)},
-        train_count=3,
-        val_count=1,
-        test_count=2,
-        progress=False,
-        stage1={**tiny_stage, "model": "tiny"},
-        stage2=tiny_stage,
-    )
+    recipe = tiny_nano_recipe(tmp_path / "nano")
     result = run_recipe(recipe)
     first = load_model(recipe.out / "nano.pt")
     assert first.modal_decoder is not None and result["warm_start"] is None

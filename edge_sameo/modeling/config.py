@@ -60,11 +60,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model config fields: {', '.join(unknown)}")
-        d = dict(d)
-        if "upscaling_dims" in d:
-            d["upscaling_dims"] = tuple(int(x) for x in d["upscaling_dims"])
-        return cls(**d)
+        return cls(**checked_fields(cls, d, "model config", int_tuples=("upscaling_dims",)))
+
+
+def checked_fields(
+    cls: type, d: dict[str, Any], what: str, int_tuples: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``d`` as keyword arguments of the dataclass ``cls``: unknown keys raise ``ValueError``
+    naming ``what``; the fields in ``int_tuples`` (lists in JSON) become tuples of ints."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} fields: {', '.join(unknown)}")
+    out = dict(d)
+    for name in int_tuples:
+        if name in out:
+            out[name] = tuple(int(x) for x in out[name])
+    return out

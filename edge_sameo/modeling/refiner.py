@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_sameo.modeling.config import checked_fields
+
 #: Input channels, in order: RGB (ImageNet-normalised), the prompt box (1 inside, 0
 #: outside), the amodal and the visible decoder logits (clipped to ±LOGIT_CLIP, / LOGIT_CLIP).
 RGB_CHANNELS = 3
@@ -77,14 +79,7 @@ class RefinerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RefinerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown refiner config fields: {', '.join(unknown)}")
-        d = dict(d)
-        if "widths" in d:
-            d["widths"] = tuple(int(x) for x in d["widths"])
-        return cls(**d)
+        return cls(**checked_fields(cls, d, "refiner config", int_tuples=("widths",)))
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
