@@ -45,8 +45,10 @@ TrtParser = Any  # tensorrt.OnnxParser
 TrtProfile = Any  # tensorrt.IOptimizationProfile
 
 PRECISIONS = ("fp32", "fp16", "int8")
-#: What ``BuildConfig.graphs`` selects: every graph of the export, or one of them.
-GRAPHS = ("all", "encoder", "decoder", "refiner")
+#: What ``BuildConfig.graphs`` selects: every graph of the export, one of them, or
+#: ``both`` (encoder and decoder: the meaning it had before exports could carry a refiner).
+GRAPHS = ("all", "both", "encoder", "decoder", "refiner")
+_SELECTED = {"all": ("encoder", "decoder", "refiner"), "both": ("encoder", "decoder")}
 ROUTES = ("auto", "flags", "typed")
 #: Layer groups that may be pinned to FP32 on the flags route (see :func:`select_fp32_layers`).
 KEEP_FP32_CHOICES = ("LayerNorm", "Softmax", "Add")
@@ -146,7 +148,8 @@ class BuildConfig:
     def selected(self, contract: ExportContract) -> tuple[GraphContract, ...]:
         """The graphs of ``contract`` to build; :class:`InputError` when the one asked for
         is not part of the export (a refiner for a model without one)."""
-        graphs = tuple(g for g in contract.graphs if self.graphs in (g.name, "all"))
+        names = _SELECTED.get(self.graphs, (self.graphs,))
+        graphs = tuple(g for g in contract.graphs if g.name in names)
         if not graphs:
             raise InputError(f"this export has no {self.graphs} graph")
         return graphs

@@ -755,6 +755,16 @@ def test_build_config_refuses_a_graph_the_export_lacks(export_dir: Path) -> None
     with pytest.raises(InputError, match="this export has no refiner graph"):
         BuildConfig(onnx_dir=export_dir, graphs="refiner").selected(contract)
     assert BuildConfig(onnx_dir=export_dir).selected(contract) == (ENC, DEC)
+    # "both" keeps its old meaning, encoder and decoder, also beside a refiner
+    from edge_sameo.contract import refiner_contract
+    from edge_sameo.modeling import RefinerConfig
+
+    rcfg = RefinerConfig(crop=32, widths=(4, 8, 16))
+    with_ref = ExportContract(
+        TINY, ENC, DEC, opset=17, refiner=refiner_contract(rcfg), refiner_config=rcfg
+    )
+    assert BuildConfig(onnx_dir=export_dir, graphs="both").selected(with_ref) == (ENC, DEC)
+    assert len(BuildConfig(onnx_dir=export_dir).selected(with_ref)) == 3
 
 
 def test_tensorrt_backend_refines_like_onnxruntime(
