@@ -33,22 +33,13 @@ def read_curve(path: Path) -> dict[str, list[float]]:
 def decoder_reference(val_shard: Path) -> dict[str, float]:
     """The same crop-frame IoUs for the decoders' own logits (the refiner's inputs)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from train.refiner import Samples
+    from train.refiner import Samples, crop_figures, mask_ious
 
     s = Samples.load(val_shard)
-
-    def iou(pred: np.ndarray, tgt: np.ndarray) -> np.ndarray:
-        return (pred & tgt).sum((1, 2)) / np.maximum((pred | tgt).sum((1, 2)), 1)
-
-    a = iou(s.inputs[:, 4] > 0, s.targets[:, 0] > 127)
-    v = iou(s.inputs[:, 5] > 0, s.targets[:, 1] > 127)
-    occ = s.occlusion > 0.1
-    return {
-        "amodal_occ_modal_box": float(a[occ & ~s.amodal_prompt].mean()),
-        "amodal_occ_amodal_box": float(a[occ & s.amodal_prompt].mean()),
-        "amodal_unoccluded": float(a[s.occlusion < 0.05].mean()),
-        "visible_all": float(v.mean()),
-    }
+    target = s.targets > 127
+    return crop_figures(
+        mask_ious(s.inputs[:, 4] > 0, target[:, 0]), mask_ious(s.inputs[:, 5] > 0, target[:, 1]), s
+    )
 
 
 def plot(

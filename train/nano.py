@@ -192,7 +192,7 @@ def test_model(recipe: NanoRecipe, model_path: Path) -> dict[str, Any]:
     """Held-out scores: amodal head with modal and amodal box prompts, modal head."""
     from train.score import score_nano
 
-    test = score_nano(model_path, recipe.data_json("test"), recipe.out / "cache", recipe.threads)
+    test = score_nano(model_path, recipe.data_json("test"), recipe.threads)
     return {"seed": recipe.test_seed, "scenes": recipe.test_count, **test}
 
 

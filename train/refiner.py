@@ -194,30 +194,42 @@ def batch_tensors(s: Samples, idx: NDArray[np.int64], cfg: RefinerConfig) -> tup
     return x, y
 
 
+def mask_ious(pred: NDArray[np.bool_], target: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """IoU per mask of (n, R, R) predicted and target masks (an empty union counts 0)."""
+    inter = (pred & target).sum((1, 2))
+    return inter / np.maximum((pred | target).sum((1, 2)), 1)
+
+
+def crop_figures(
+    amodal_iou: NDArray[np.float64], visible_iou: NDArray[np.float64], val: Samples
+) -> dict[str, float]:
+    """The validation figures of per-sample IoUs: amodal on occluded samples by prompt kind
+    and on whole objects, visible on every sample (the columns of ``curve.csv``)."""
+    from train.validate import OCCLUDED, WHOLE
+
+    occ = val.occlusion > OCCLUDED
+    return {
+        "amodal_occ_modal_box": float(amodal_iou[occ & ~val.amodal_prompt].mean()),
+        "amodal_occ_amodal_box": float(amodal_iou[occ & val.amodal_prompt].mean()),
+        "amodal_unoccluded": float(amodal_iou[val.occlusion < WHOLE].mean()),
+        "visible_all": float(visible_iou.mean()),
+    }
+
+
 @torch.no_grad()
 def evaluate_crops(model: MaskRefiner, val: Samples, cfg: RefinerConfig) -> dict[str, float]:
-    """Crop-frame IoU of the amodal output (occluded > 0.1, by prompt kind) and visible."""
+    """:func:`crop_figures` of the refiner's outputs on the validation samples."""
     model.eval()
-    ious_a, ious_v = [], []
+    preds = []
     for i in range(0, len(val.inputs), 256):
         idx = np.arange(i, min(i + 256, len(val.inputs)))
-        x, y = batch_tensors(val, idx, cfg)
-        pred = model(x) > 0
-        tgt = y > 0.5
-        inter = (pred & tgt).sum((2, 3)).float()
-        union = (pred | tgt).sum((2, 3)).float().clamp(min=1)
-        iou = (inter / union).numpy()
-        ious_a.append(iou[:, 0])
-        ious_v.append(iou[:, 1])
+        x, _ = batch_tensors(val, idx, cfg)
+        preds.append((model(x) > 0).numpy())
     model.train()
-    a, v = np.concatenate(ious_a), np.concatenate(ious_v)
-    occ = val.occlusion > 0.1
-    return {
-        "amodal_occ_modal_box": float(a[occ & ~val.amodal_prompt].mean()),
-        "amodal_occ_amodal_box": float(a[occ & val.amodal_prompt].mean()),
-        "amodal_unoccluded": float(a[val.occlusion < 0.05].mean()),
-        "visible_all": float(v.mean()),
-    }
+    pred, target = np.concatenate(preds), val.targets > 127
+    return crop_figures(
+        mask_ious(pred[:, 0], target[:, 0]), mask_ious(pred[:, 1], target[:, 1]), val
+    )
 
 
 class ShardPool:

@@ -41,16 +41,12 @@ DETECTOR = Path("models/detector/yolov8n_synth.pt")
 
 
 def score_nano(
-    model_path: Path,
-    test_json: Path,
-    cache_dir: Path | None = None,
-    threads: int = 1,
-    max_images: int | None = None,
+    model_path: Path, test_json: Path, threads: int = 1, max_images: int | None = None
 ) -> dict[str, Any]:
     """Through the app's path (``AmodalPredictor`` on the torch runtime: encoder, both
     decoders, the refiner when the model has one, full-size masks): the amodal masks with
     modal and with amodal box prompts, and the visible masks with modal boxes, on the
-    COCO-amodal set ``test_json``. ``cache_dir`` is unused (kept for callers)."""
+    COCO-amodal set ``test_json``."""
     import torch
 
     from edge_sameo.checkpoint import load_model
@@ -250,7 +246,7 @@ def run_scores(cfg: ScoreConfig) -> dict[str, Any]:
         test_json = cfg.data or cfg.out / "nano_data" / "annotations.json"
         if cfg.data is None and not test_json.is_file():
             generate_dataset(test_json.parent, cfg.count, cfg.seed, SynthConfig())
-        test = score_nano(cfg.nano, test_json, cfg.out / "cache", cfg.threads)
+        test = score_nano(cfg.nano, test_json, cfg.threads)
         result["nano"] = {
             "model": str(cfg.nano),
             **test,
