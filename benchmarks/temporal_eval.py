@@ -29,6 +29,8 @@ SETTINGS = {
     "smooth 0.5": TemporalConfig(0.5, 0),
     "persist 8": TemporalConfig(0.0, 8),
     "smooth 0.3 + persist 8": TemporalConfig(0.3, 8),
+    "persist 30": TemporalConfig(0.0, 30),
+    "persist 60": TemporalConfig(0.0, 60),
 }
 
 
@@ -63,11 +65,13 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=3)
     p.add_argument("--frames", type=int, default=90)
     p.add_argument("--json", type=Path, default=Path("out/temporal_eval.json"))
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     args = p.parse_args()
     seeds = [7000 + i for i in range(args.clips)]
     rows = {
         name: score(args.sam, args.backend, cfg, seeds, args.frames)
         for name, cfg in SETTINGS.items()
+        if name in args.settings
     }
     print("| setting | AP | AP50 | mIoU | mIoU_occ |\n|---|---|---|---|---|")
     for name, r in rows.items():

@@ -15,11 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_sameo.modeling.efficient_sam import PIXEL_MEAN, PIXEL_STD
-from edge_sameo.modeling.refiner import RefinerConfig
+from edge_sameo.modeling.refiner import LOGIT_CLIP, RefinerConfig
 
-#: Decoder logits enter the refiner clipped to ±LOGIT_CLIP and divided by it (a residual
-#: refiner multiplies them back: ``RefinerConfig.logit_scale``).
-LOGIT_CLIP = 10.0
 #: Smallest window side in pixels (a degenerate box still gets a usable window).
 MIN_WINDOW = 8.0
 
@@ -99,6 +96,7 @@ def crop_inputs(
     r, n = cfg.crop, len(windows)
     h, w = image.shape[:2]
     out = np.empty((n, cfg.in_channels, r, r), np.float32)
+    first_logit = cfg.prompt_channels
     centres = np.arange(r, dtype=np.float32) + 0.5
     for i in range(n):
         win = windows[i]
@@ -111,7 +109,7 @@ def crop_inputs(
         iny = (centres >= by[0]) & (centres < by[1])
         out[i, 3] = iny[:, None] & inx[None, :]
         if cfg.use_logits:
-            for c, lo in ((4, amodal_logits), (5, visible_logits)):
+            for c, lo in ((first_logit, amodal_logits), (first_logit + 1, visible_logits)):
                 if lo is None:
                     raise ValueError("this refiner takes the decoders' logits as inputs")
                 lh, lw = lo.shape[1:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -52,11 +53,30 @@ def test_refiner_shapes(crop: int, widths: tuple[int, ...], use_logits: bool) ->
 
 
 @pytest.mark.parametrize(
-    "bad", [{"crop": 30, "widths": (4, 8, 16)}, {"widths": (8,)}, {"grow": 0.5}]
+    "bad", [{"crop": 30, "widths": (4, 8, 16)}, {"widths": (8,)}, {"grow": 0.5}, {"stages": 0}]
 )
 def test_refiner_config_rejects(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         RefinerConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_cascade_stages_refine_the_previous_logits(tmp_path: Path) -> None:
+    """A two-stage cascade: the second U-Net sees RGB + box + the first's logits; its
+    output is the refiner's; ``fit --init`` of a one-stage refiner starts both stages."""
+    from train.refiner import load_init
+
+    one = MaskRefiner(dataclasses.replace(SMALL, stages=1)).eval()
+    torch.save({"config": one.config.to_dict(), "state_dict": one.state_dict()}, tmp_path / "r")
+    two = MaskRefiner(dataclasses.replace(SMALL, stages=2)).eval()
+    load_init(two, tmp_path / "r")
+    x = torch.randn(3, 6, 32, 32)
+    with torch.no_grad():
+        first, second = two.forward_stages(x)
+        assert torch.equal(first, one(x)) and torch.equal(second, two(x))
+        prev = torch.clamp(first, -10, 10) / 10
+        assert torch.equal(second, one(torch.cat([x[:, :4], prev], dim=1)))
+    with pytest.raises(SystemExit):  # a different U-Net cannot start it
+        load_init(MaskRefiner(dataclasses.replace(SMALL, widths=(4, 8))), tmp_path / "r")
 
 
 def test_windows_unite_prompt_and_coarse_box_and_grow() -> None:
@@ -291,6 +311,7 @@ def test_nano_recipe_with_a_refiner_stage(tmp_path: Path) -> None:
         tmp_path / "nano",
         refiner={
             "minutes": 0.05,
+            "cascade_minutes": 0.05,
             "widths": "4,8,16",
             "crop": 32,
             "shards": 2,
@@ -305,6 +326,9 @@ def test_nano_recipe_with_a_refiner_stage(tmp_path: Path) -> None:
     result = run_recipe(recipe)
     model = load_model(recipe.out / "nano.pt")
     assert model.refiner is not None and model.refiner.config.crop == 32
+    assert model.refiner.config.stages == 2  # a one-stage fit, then the cascade from it
     assert result["test"]["refiner"] is True
     assert result["refiner_stage"]["last"]["step"] > 0
+    assert result["refiner_stage"]["weights"].endswith("cascade/refiner.pt")
+    assert (recipe.runs / "refiner" / "fit" / "refiner.pt").is_file()
     assert (recipe.runs / "refiner" / "val" / "shard_00000.npz").is_file()

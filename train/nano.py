@@ -232,7 +232,7 @@ def run_recipe(recipe: NanoRecipe) -> dict[str, Any]:
             decoders, recipe.runs / "refiner", recipe.train_seed, recipe.val_seed,
             dict(recipe.refiner),
         )  # fmt: skip
-        obj = torch.load(recipe.runs / "refiner" / "fit" / "refiner.pt", weights_only=True)
+        obj = torch.load(stage["weights"], weights_only=True)
         model.refiner = MaskRefiner(RefinerConfig.from_dict(obj["config"]))
         model.refiner.load_state_dict(obj["state_dict"])
         model.refiner.eval()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -251,6 +252,24 @@ class ShardPool:
         return Samples.concat(list(self.loaded.values()))
 
 
+def load_init(model: MaskRefiner, path: Path) -> None:
+    """Start ``model`` from a ``fit`` output: the same config, or a one-stage refiner of
+    the same U-Net, whose weights then start every stage of ``model``'s cascade."""
+    init = torch.load(path, weights_only=True)
+    got = RefinerConfig.from_dict(init["config"])
+    cfg = model.config
+    if got == cfg:
+        model.load_state_dict(init["state_dict"])
+        return
+    if got != dataclasses.replace(cfg, stages=1) or not got.use_logits:
+        raise SystemExit(f"{path}: its refiner config differs from this run's")
+    state = {k: v for k, v in init["state_dict"].items() if not k.startswith("cascade.")}
+    model.load_state_dict(state, strict=False)
+    for stage in model.cascade:
+        assert isinstance(stage, MaskRefiner)
+        stage.load_state_dict(state)
+
+
 def fit(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -261,6 +280,7 @@ def fit(args: argparse.Namespace) -> None:
         grow=args.grow,
         residual=args.residual,
         global_dim=args.global_dim,
+        stages=args.stages,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -271,10 +291,7 @@ def fit(args: argparse.Namespace) -> None:
     state_path = out / "state.pt"
     elapsed, step, seen = 0.0, 0, 0
     if args.init and not state_path.exists():
-        init = torch.load(args.init, weights_only=True)
-        if RefinerConfig.from_dict(init["config"]) != cfg:
-            raise SystemExit(f"{args.init}: its refiner config differs from this run's")
-        model.load_state_dict(init["state_dict"])
+        load_init(model, Path(args.init))
     if state_path.exists():
         st = torch.load(state_path, weights_only=True)
         model.load_state_dict(st["model"])
@@ -329,8 +346,11 @@ def fit(args: argparse.Namespace) -> None:
         if args.bf16:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            logits = model(x)
-        loss = refiner_loss(logits.float(), y)
+            stages = model.forward_stages(x)
+        # Every cascade stage learns the masks; the earlier ones at half weight.
+        loss = refiner_loss(stages[-1].float(), y)
+        for early in stages[:-1]:
+            loss = loss + 0.5 * refiner_loss(early.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -341,9 +361,14 @@ def fit(args: argparse.Namespace) -> None:
 
 #: The recipe's refiner stage: ``fit``'s flags (``--`` dropped, ``_`` for ``-``) plus the
 #: shard generator's ``shards`` / ``scenes`` per shard / ``val_scenes`` / ``pillars`` (the
-#: share of training scenes with the video world's pillar in front; validation has none).
+#: share of training scenes with the video world's pillar in front; validation has none),
+#: and for a cascade (``stages`` > 1) ``cascade_minutes`` / ``cascade_lr``: a second fit of
+#: the cascade, every stage starting from the first fit's one-stage refiner.
 STAGE_DEFAULTS: dict[str, Any] = {
     "minutes": 77.0,
+    "stages": 2,
+    "cascade_minutes": 45.0,
+    "cascade_lr": 1e-3,
     "widths": "8,16,32,64",
     "crop": 64,
     "grow": 1.6,
@@ -362,7 +387,7 @@ def fit_args(out: Path, shards: Path, val: Path, settings: dict[str, Any]) -> ar
     """``fit``'s parsed flags for ``settings`` (keys as in :data:`STAGE_DEFAULTS`)."""
     argv = ["fit", "--shards", str(shards), "--val", str(val), "--out", str(out)]
     for key, value in settings.items():
-        if key in ("shards", "scenes", "val_scenes", "pillars"):
+        if key in ("shards", "scenes", "val_scenes", "pillars", "cascade_minutes", "cascade_lr"):
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:
@@ -375,9 +400,10 @@ def fit_args(out: Path, shards: Path, val: Path, settings: dict[str, Any]) -> ar
 def train_stage(
     nano: Path, out: Path, train_seed: int, val_seed: int, settings: dict[str, Any]
 ) -> dict[str, Any]:
-    """The recipe's refiner stage, resumable: validation shard, then ``fit`` while a
-    generator process writes fresh training shards beside it; returns fit's last curve row
-    and the settings. The trained weights are ``out / "fit" / "refiner.pt"``."""
+    """The recipe's refiner stage, resumable: validation shard, then ``fit`` (a one-stage
+    refiner, then with ``stages`` > 1 the cascade warm-started from it) while a generator
+    process writes fresh training shards beside it; returns the last fit's last curve row,
+    the settings and ``weights``, the trained refiner's path."""
     import subprocess
     import sys
 
@@ -393,14 +419,21 @@ def train_stage(
     # a first shard before fit starts; then the generator runs beside it
     subprocess.run([*train_gen[:-4], "--shards", "1", "--scenes", str(cfg["scenes"])], check=True)
     proc = subprocess.Popen(train_gen, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last_fit = out / "fit"
     try:
-        fit(fit_args(out / "fit", shards, val, cfg))
+        fit(fit_args(last_fit, shards, val, {**cfg, "stages": 1}))
+        if cfg["stages"] > 1:
+            init = str(last_fit / "refiner.pt")
+            last_fit = out / "cascade"
+            second = {"minutes": cfg["cascade_minutes"], "lr": cfg["cascade_lr"], "init": init}
+            fit(fit_args(last_fit, shards, val, {**cfg, **second}))
     finally:
         proc.terminate()
         proc.wait()
-    with (out / "fit" / "curve.csv").open(newline="") as f:
+    with (last_fit / "curve.csv").open(newline="") as f:
         last = list(csv.DictReader(f))[-1]
-    return {"settings": cfg, "last": {k: float(v) for k, v in last.items() if v}}
+    row = {k: float(v) for k, v in last.items() if v}
+    return {"settings": cfg, "last": row, "weights": str(last_fit / "refiner.pt")}
 
 
 def attach(args: argparse.Namespace) -> None:
@@ -481,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-logits", action="store_true")
     f.add_argument("--residual", action="store_true", help="outputs correct the input logits")
     f.add_argument("--global-dim", type=int, default=0, help="fully connected bottleneck width")
+    f.add_argument("--stages", type=int, default=1, help="U-Nets in a cascade")
     f.add_argument(
         "--bf16",
         action="store_true",

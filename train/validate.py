@@ -131,7 +131,8 @@ def predictor_results(
         boxes = []
         for a in anns:
             src = a.visible if prompt == "modal" and a.visible is not None else None
-            x, y, w, h = rle_xywh(src if src is not None and rle_area(src) else a.segmentation)
+            box_of = a.segmentation if src is None or not rle_area(src) else src
+            x, y, w, h = rle_xywh(box_of)
             boxes.append([x, y, x + w, y + h])
         predictor.set_image(ds.load_image(img.id))
         pred = predictor.predict(np.asarray(boxes, np.float32))

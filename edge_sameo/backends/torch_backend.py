@@ -65,6 +65,10 @@ class TorchBackend(Backend):
         for blk in self.model.image_encoder.blocks:
             assert isinstance(blk, Block)
             blk.attn.fused = attention == "sdpa"
+        if self.model.refiner is not None:
+            # Its convolutions have few channels: channels-last runs them about 2x faster
+            # on the CPU (oneDNN), same results.
+            self.model.refiner.to(memory_format=torch.channels_last)
 
     def describe(self) -> str:
         return f"torch {self.precision} ({self.device.type}, {self.attention} attention)"
@@ -101,5 +105,6 @@ class TorchBackend(Backend):
     def _refine(self, crops: NDArray[np.float32]) -> NDArray[np.float32]:
         assert self.model.refiner is not None
         with self._autocast():
-            out = self.model.refiner(torch.from_numpy(crops).to(self.device))
+            x = torch.from_numpy(crops).to(self.device)
+            out = self.model.refiner(x.contiguous(memory_format=torch.channels_last))
         return out.float().cpu().numpy()

@@ -32,6 +32,9 @@ BOX_CHANNELS = 1
 LOGIT_CHANNELS = 2
 #: Outputs, in order: amodal logits, visible logits.
 OUT_CHANNELS = 2
+#: Logits enter a refiner clipped to ±LOGIT_CLIP and divided by it (the decoders' logits in
+#: ``edge_sameo.refine.crop_inputs``, a cascade stage's logits in :class:`MaskRefiner`).
+LOGIT_CLIP = 10.0
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class RefinerConfig:
     grown by this factor about its centre (hidden parts beyond a visible box fall in);
     ``residual``: the outputs are corrections added to the input logits (rescaled by
     ``logit_scale``), so an untrained refiner starts from the decoders' masks;
-    ``global_dim``: see the field."""
+    ``global_dim``, ``stages``: see the fields."""
 
     crop: int = 64
     widths: tuple[int, ...] = (8, 16, 32, 64)
@@ -55,6 +58,10 @@ class RefinerConfig:
     #: output position then sees the whole object: the shape prior that completing a
     #: hidden part needs (convolutions alone see a neighbourhood).
     global_dim: int = 0
+    #: U-Nets in a cascade: each stage after the first sees the RGB and box channels and
+    #: the previous stage's two logit maps in place of the decoders' (same window, same
+    #: crop), and corrects them; the last stage's logits are the output.
+    stages: int = 1
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2:
@@ -65,12 +72,19 @@ class RefinerConfig:
             raise ValueError(f"grow must be >= 1, got {self.grow}")
         if self.global_dim < 0:
             raise ValueError(f"global_dim must be >= 0, got {self.global_dim}")
+        if self.stages < 1:
+            raise ValueError(f"stages must be >= 1, got {self.stages}")
         if self.residual and not self.use_logits:
             raise ValueError("a residual refiner needs the decoders' logits as inputs")
 
     @property
+    def prompt_channels(self) -> int:
+        """The channels before the logits: RGB and the box."""
+        return RGB_CHANNELS + BOX_CHANNELS
+
+    @property
     def in_channels(self) -> int:
-        return RGB_CHANNELS + BOX_CHANNELS + (LOGIT_CHANNELS if self.use_logits else 0)
+        return self.prompt_channels + (LOGIT_CHANNELS if self.use_logits else 0)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -99,6 +113,9 @@ class MaskRefiner(nn.Module):
     def __init__(self, config: RefinerConfig) -> None:
         super().__init__()
         self.config = config
+        # Stages 2.. of a cascade: the same U-Net, fed RGB + box + the previous logits.
+        later = dataclasses.replace(config, stages=1, use_logits=True)
+        self.cascade = nn.ModuleList([MaskRefiner(later) for _ in range(config.stages - 1)])
         w = config.widths
         self.down = nn.ModuleList(
             [_block(config.in_channels if i == 0 else w[i - 1], w[i]) for i in range(len(w))]
@@ -117,6 +134,19 @@ class MaskRefiner(nn.Module):
         self.head = nn.Conv2d(w[0], OUT_CHANNELS, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_stages(x)[-1]
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The logits of every cascade stage, first to last."""
+        outs = [self._unet(x)]
+        keep = x[:, : self.config.prompt_channels]
+        for stage in self.cascade:
+            assert isinstance(stage, MaskRefiner)
+            prev = torch.clamp(outs[-1], -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP
+            outs.append(stage._unet(torch.cat([keep, prev], dim=1)))
+        return outs
+
+    def _unet(self, x: torch.Tensor) -> torch.Tensor:
         inputs = x
         skips: list[torch.Tensor] = []
         for i, block in enumerate(self.down):
@@ -131,6 +161,6 @@ class MaskRefiner(nn.Module):
             x = self.up[i](torch.cat([x, skips[i]], dim=1))
         out = self.head(x)
         if self.config.residual:
-            start = RGB_CHANNELS + BOX_CHANNELS
+            start = self.config.prompt_channels
             out = out + inputs[:, start : start + LOGIT_CHANNELS] * self.config.logit_scale
         return out
