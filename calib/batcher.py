@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from edge_sameo.backends.base import Backend
 from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS
 from edge_sameo.errors import InputError
+from edge_sameo.paths import require_file
 from edge_sameo.preprocess import boxes_to_model_frame, resize_pixels
 
 SOURCES = ("synthetic", "video", "folder", "reference")
@@ -76,8 +77,8 @@ class BatcherConfig:
             if self.path is None:
                 raise InputError(f"source {self.source!r} needs a path")
             p = Path(self.path)
-            if self.source == "video" and not p.is_file():
-                raise InputError(f"video not found: {p}")
+            if self.source == "video":
+                require_file(p, "video")
             if self.source == "folder" and not p.is_dir():
                 raise InputError(f"image folder not found: {p}")
         if self.count < 1 or self.start < 0:

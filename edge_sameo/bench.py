@@ -447,12 +447,17 @@ def plot(report: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
+#: Files :func:`write_report` and :func:`write_compare` write into their folder.
+REPORT_FILES = ("bench.json", "bench.md", "bench.png")
+COMPARE_FILES = ("compare.json", "compare.md")
+
+
 def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
     from edge_sameo.io import atomic_write_bytes, atomic_write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
     md = markdown_table(report)
-    paths = [out_dir / "bench.json", out_dir / "bench.md", out_dir / "bench.png"]
+    paths = [out_dir / name for name in REPORT_FILES]
     atomic_write_json(paths[0], json.loads(json.dumps(report)))
     atomic_write_bytes(paths[1], (md + "\n").encode())
     plot(report, paths[2])
@@ -644,7 +649,7 @@ def write_compare(report: dict[str, Any], out_dir: Path) -> list[Path]:
     from edge_sameo.io import atomic_write_bytes, atomic_write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "compare.json", out_dir / "compare.md"]
+    paths = [out_dir / name for name in COMPARE_FILES]
     atomic_write_json(paths[0], json.loads(json.dumps(report)))
     atomic_write_bytes(paths[1], (compare_table(report) + "\n").encode())
     return paths

@@ -50,6 +50,8 @@ StateDict = dict[str, torch.Tensor]
 def read_checkpoint(path: str | Path) -> Any:
     """``torch.load`` with ``weights_only=True`` on CPU, errors naming the file."""
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"checkpoint is a directory, not a file: {p}")
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from typing import Any
+
 
 class EdgeSameoError(Exception):
     """Base class of every error this project raises on purpose."""
@@ -13,6 +16,18 @@ class InputError(EdgeSameoError, ValueError):
 
 class CheckpointError(InputError):
     """A file that is not a checkpoint this project can load (names the file and why)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM (what ``docker stop`` and service managers send) stopped a
+    run cleanly: outputs finalised with every finished frame. ``summary`` is the run summary
+    of those frames where one was made. The CLI exits with 128 + the signal number (130 for
+    Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int = signal.SIGINT, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.summary = summary
 
 
 class MissingDependencyError(EdgeSameoError, ImportError):

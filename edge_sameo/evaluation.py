@@ -48,6 +48,7 @@ from pycocotools.cocoeval import COCOeval
 
 from edge_sameo.data.coco_amodal import AmodalDataset, load_amodal_coco, rle_to_json, to_rle
 from edge_sameo.errors import InputError
+from edge_sameo.paths import require_file
 
 #: Occlusion buckets by ground-truth occlusion rate: (key, upper bound inclusive); the
 #: last bucket takes everything above 0.5.
@@ -144,12 +145,10 @@ class EvalReport:
 
 def load_predictions(path: str | Path) -> list[dict[str, Any]]:
     """Read a COCO results JSON (a list of prediction dicts)."""
-    path = Path(path)
+    path = require_file(path, "predictions file")
     try:
         preds = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a JSON file ({exc})") from None
     if isinstance(preds, dict) and isinstance(preds.get("annotations"), list):
         preds = preds["annotations"]  # a COCO document given as predictions

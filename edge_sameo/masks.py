@@ -28,6 +28,60 @@ def decode_rle(rle: RLE) -> NDArray[np.bool_]:
     return np.asarray(mask_utils.decode(rle), dtype=bool)
 
 
+def compressed_counts(counts: bytes) -> NDArray[np.int64] | None:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``,
+    decoded without it), or None when the string cannot be one: a character outside
+    ``0``..``o``, a number cut off at the end, or one longer than 7 characters (35 bits,
+    more than any image has pixels)."""
+    c = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    if c.size == 0 or c.min() < 0 or c.max() > 63:
+        return None
+    more = (c & 0x20) != 0
+    if more[-1]:
+        return None
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    if lengths.max() > 7:
+        return None
+    group = np.repeat(np.arange(len(ends)), lengths)
+    shift = 5 * (np.arange(c.size) - starts[group])
+    x = np.zeros(len(ends), np.int64)
+    np.add.at(x, group, (c & 0x1F) << shift)
+    negative = (c[ends] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * lengths[negative])
+    # From the third number on, each is stored as the difference to the one two before.
+    runs = x.copy()
+    runs[1::2] = np.cumsum(x[1::2])
+    runs[2::2] = np.cumsum(x[2::2])
+    return runs
+
+
+def check_rle_counts(counts: bytes | list[Any], height: int, width: int) -> None:
+    """Raise ``InputError`` unless ``counts`` (compressed bytes or an uncompressed list) are
+    non-negative run lengths covering exactly ``height * width`` pixels: pycocotools
+    trusts them, and garbage makes it read out of bounds or loop for minutes."""
+    from edge_sameo.errors import InputError
+
+    if isinstance(counts, list):
+        try:
+            runs = np.asarray([int(v) for v in counts], np.int64)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError("uncompressed RLE counts must be integers") from None
+    else:
+        parsed = compressed_counts(counts)
+        if parsed is None:
+            raise InputError("RLE counts are not a valid COCO-compressed string")
+        runs = parsed
+    if runs.size and runs.min() < 0:
+        raise InputError("RLE counts contain a negative run length")
+    if int(runs.sum()) != height * width:
+        raise InputError(
+            f"RLE counts cover {int(runs.sum())} pixels, not the {height}x{width} = "
+            f"{height * width} of the mask"
+        )
+
+
 def mask_to_box(mask: NDArray[np.bool_]) -> NDArray[np.float32]:
     """(H, W) bool -> (4,) float32 XYXY pixel box enclosing the mask (zeros if empty)."""
     ys, xs = np.nonzero(mask)

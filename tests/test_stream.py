@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import json
+import platform
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -14,7 +14,7 @@ import pytest
 from edge_sameo import AmodalPredictor, build_model, save_model
 from edge_sameo.cli import main
 from edge_sameo.errors import InputError
-from edge_sameo.masks import decode_rle
+from edge_sameo.masks import decode_rle, mask_to_box
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.seeded import manifest_of, seeded_state_dict
 from edge_sameo.stream import (
@@ -34,6 +34,7 @@ from edge_sameo.stream.app import Outputs, run_app
 from edge_sameo.stream.detectors import from_ultralytics
 from edge_sameo.stream.sources import LiveSource, SyntheticVideoSource, VideoFileSource
 from edge_sameo.stream.temporal import TemporalFilter
+from tests.mjpeg_stream import MjpegServer, jpeg_frames, mjpeg_server
 
 
 def dual_tiny() -> EfficientSam:
@@ -146,6 +147,36 @@ def test_temporal_persistence_and_smoothing() -> None:
         TemporalConfig(smoothing=1.0)
 
 
+def test_persistence_carries_the_least_occluded_mask_until_the_object_returns() -> None:
+    """An object sliding behind an occluder is carried on with the mask it had when best
+    seen (not the sliver completed last), at its smoothed velocity; it ends when a
+    current object (a new track id) covers it."""
+    h = w = 60
+    full = np.zeros((h, w), bool)
+    full[20:30, 10:20] = True
+
+    def at(dx: int, hidden_cols: int = 0) -> ObjectResult:
+        amodal = np.roll(full, dx, axis=1)
+        visible = amodal.copy()
+        if hidden_cols:
+            visible[:, 10 + dx + 10 - hidden_cols :] = False
+        return ObjectResult(3, 1, "box", 0.9, mask_to_box(visible), amodal, visible)
+
+    f = TemporalFilter(TemporalConfig(persistence=10))
+    f.update([at(0)])
+    f.update([at(2)])
+    sliver = at(4, hidden_cols=8)
+    sliver.amodal = sliver.visible.copy()  # a poor completion just before it vanished
+    f.update([sliver])
+    carried = f.update([])
+    assert len(carried) == 1 and carried[0].persisted
+    # the whole 10x10 shape, not the 2-column sliver, about two pixels further on
+    assert carried[0].amodal.sum() == 100 and carried[0].visible.sum() == 0
+    assert abs(mask_to_box(carried[0].amodal)[0] - 16) <= 1
+    back = ObjectResult(9, 1, "box", 0.9, np.zeros(4, np.float32), carried[0].amodal, full)
+    assert [o.track_id for o in f.update([back])] == [9]  # returned under track 9: ended
+
+
 def test_replay_detector_roundtrip(tmp_path: Path, predictor: AmodalPredictor) -> None:
     log = tmp_path / "run.jsonl"
     run_app(synth(4), GroundTruthDetector(), predictor, StreamConfig(), Outputs(jsonl=log))
@@ -197,41 +228,6 @@ def test_crash_keeps_finished_frames(tmp_path: Path, predictor: AmodalPredictor)
     assert frames == len(lines)
 
 
-def mjpeg_server(frames: list[bytes], fps: float) -> tuple[ThreadingHTTPServer, int]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=f")
-            self.end_headers()
-            try:
-                for i in range(100000):
-                    jpg = frames[i % len(frames)]
-                    head = b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                    self.wfile.write(head % len(jpg) + jpg + b"\r\n")
-                    time.sleep(1 / fps)
-                    if getattr(self.server, "cut", False):
-                        return
-            except OSError:
-                return
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, srv.server_address[1]
-
-
-def jpeg_frames() -> list[bytes]:
-    frames = []
-    for k in range(5):
-        img = np.full((120, 160, 3), 40 * k, np.uint8)
-        cv2.rectangle(img, (20 + 5 * k, 20), (80, 90), (255, 255, 255), -1)
-        frames.append(cv2.imencode(".jpg", img)[1].tobytes())
-    return frames
-
-
 def test_live_stream_drops_frames_and_reconnects(predictor: AmodalPredictor) -> None:
     frames = jpeg_frames()
     srv, port = mjpeg_server(frames, fps=60)
@@ -242,12 +238,11 @@ def test_live_stream_drops_frames_and_reconnects(predictor: AmodalPredictor) -> 
     def restart() -> Iterator[None]:
         nonlocal srv
         yield
-        srv.cut = True  # type: ignore[attr-defined]
+        srv.cut = True
         srv.shutdown()
         srv.server_close()
         time.sleep(0.5)
-        srv2 = ThreadingHTTPServer(("127.0.0.1", port), srv.RequestHandlerClass)
-        srv2.daemon_threads = True
+        srv2 = MjpegServer(("127.0.0.1", port), srv.RequestHandlerClass)
         threading.Thread(target=srv2.serve_forever, daemon=True).start()
         srv = srv2
         yield
@@ -268,6 +263,51 @@ def test_live_stream_drops_frames_and_reconnects(predictor: AmodalPredictor) -> 
     assert source.reconnects >= 1, "the stream did not reconnect after the server restart"
     assert len(got) >= 12 and got == sorted(got)
     assert source.dropped > 0  # a 60 FPS stream into a ~20 FPS consumer keeps only the newest
+
+
+class ScriptedCapture:
+    """A capture that opens and gives ``frames`` frames, then fails every read (a stream
+    that accepts the connection and closes it, a camera that opens but gives nothing)."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+
+    def isOpened(self) -> bool:
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.frames == 0:
+            return False, None
+        self.frames -= 1
+        return True, np.zeros((8, 8, 3), np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+def test_live_source_backs_off_between_failed_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads that fail at once are retried after 0.1, 0.2, 0.4 s (the policy's cap), the
+    backoff starts again once a frame arrives, and the source still gives up in time."""
+    script = [3, 0, 0, 2]  # frames per connection; every later one gives none
+    opens: list[float] = []
+
+    def scripted_open(self: LiveSource) -> ScriptedCapture:
+        opens.append(time.monotonic())
+        return ScriptedCapture(script[len(opens) - 1] if len(opens) <= len(script) else 0)
+
+    monkeypatch.setattr(LiveSource, "_open", scripted_open)
+    policy = ReconnectPolicy(initial_s=0.1, max_s=0.4, give_up_s=1.5, connect_timeout_s=5.0)
+    source = LiveSource(0, policy)
+    frames = sum(1 for _ in source.frames())
+    elapsed = opens[-1] - opens[0]
+    assert source.gave_up and source.reconnects == 1 and 1 <= frames <= 5
+    gaps = np.diff(opens)
+    assert len(opens) <= 12 and elapsed < 5, opens  # a tight loop opens thousands of times
+    # 0.1, 0.2, 0.4 after the first connection; the fourth gives frames: 0.1, 0.2, 0.4, 0.4…
+    want = [0.1, 0.2, 0.4, 0.1, 0.2, 0.4]
+    assert len(gaps) >= len(want), gaps
+    assert all(g >= w - 0.01 for g, w in zip(gaps, want, strict=False)), gaps
+    assert all(g < 0.4 + 0.3 for g in gaps), gaps  # capped at max_s
 
 
 def test_unreachable_url_is_an_input_error() -> None:
@@ -343,3 +383,13 @@ def test_run_with_sameo_decoder_over_base(tmp_path: Path) -> None:
     assert main(args) == 2  # a decoder-only checkpoint needs its base
     assert main([*args, "--base", str(tmp_path / "base.pt")]) == 0
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_stream_runs_give_free_heap_memory_back_on_glibc() -> None:
+    # A long run's resident memory crept up without it (docs/BENCHMARKS.md, the soak).
+    from edge_sameo.stream.memory import release_free_memory
+
+    blocks = [bytearray(1 << 20) for _ in range(32)]
+    del blocks
+    assert release_free_memory() is True

@@ -147,6 +147,10 @@ def average_weights(a: Path, b: Path, out: Path) -> Path:
     ``b``'s. Both must be the same architecture; integer buffers are kept from ``a``."""
     import torch
 
+    from edge_sameo.safety import check_detector_file
+
+    for path in (a, b):  # pickles: scanned against the allow-list before they load
+        check_detector_file(path)
     ckpt_a = torch.load(a, map_location="cpu", weights_only=False)
     ckpt_b = torch.load(b, map_location="cpu", weights_only=False)
     model_a, model_b = ckpt_a.get("ema") or ckpt_a["model"], ckpt_b.get("ema") or ckpt_b["model"]

@@ -140,8 +140,10 @@ def score_detector(
     normalised confusion matrix ultralytics drew (None if it drew none)."""
     from ultralytics import YOLO
 
+    from edge_sameo.safety import check_detector_file
     from train.detector import offline_env, per_class_report
 
+    check_detector_file(weights)  # before ultralytics: a .pt pickle can run code
     offline_env()
 
     def val(single_cls: bool) -> Any:

@@ -10,8 +10,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_sameo.backends.base import Backend, DecoderOutput
-from edge_sameo.backends.onnx_common import precision_file, read_contract
-from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS
+from edge_sameo.backends.onnx_common import check_graph_io, open_graph, read_contract
+from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS, GraphContract
 from edge_sameo.errors import InputError
 
 #: Execution providers in order of preference (the first available ones are used).
@@ -49,13 +49,19 @@ class OnnxRuntimeBackend(Backend):
                 f"(have {', '.join(available)})"
             )
 
-        def session(graph_file: str) -> Any:
-            path = precision_file(directory, graph_file, precision)
-            return ort.InferenceSession(str(path), opts, providers=chosen)
+        def session(graph: GraphContract) -> Any:
+            def create(path: Path) -> Any:
+                sess = ort.InferenceSession(str(path), opts, providers=chosen)
+                inputs = [([t.name], t.shape) for t in sess.get_inputs()]
+                outputs = [([t.name], t.shape) for t in sess.get_outputs()]
+                check_graph_io(path, graph, inputs, outputs)
+                return sess
 
-        self._encoder = session(contract.encoder.file)
-        self._decoder = session(contract.decoder.file)
-        self._refiner = None if contract.refiner is None else session(contract.refiner.file)
+            return open_graph(directory, contract, graph.file, precision, create)
+
+        self._encoder = session(contract.encoder)
+        self._decoder = session(contract.decoder)
+        self._refiner = None if contract.refiner is None else session(contract.refiner)
         self.providers = self._encoder.get_providers()
 
     def describe(self) -> str:

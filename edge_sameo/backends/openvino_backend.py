@@ -9,12 +9,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_sameo.backends.base import Backend, DecoderOutput
-from edge_sameo.backends.onnx_common import precision_file, read_contract
-from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS
+from edge_sameo.backends.onnx_common import check_graph_io, open_graph, read_contract
+from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS, GraphContract
 from edge_sameo.errors import InputError, require
 
 #: Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT.
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
+def _dims(port: Any) -> list[int | str]:
+    """An OpenVINO port's shape: the length of each static dimension, "?" where dynamic."""
+    return [d.get_length() if d.is_static else "?" for d in port.get_partial_shape()]
 
 
 def cpu_supports_bf16() -> bool:
@@ -46,21 +51,29 @@ class OpenVINOBackend(Backend):
             raise InputError(f"openvino decoder precision {self.decoder_precision!r} unknown")
         core = ov.Core()  # type: ignore[attr-defined]
 
-        def compile_graph(graph_file: str, p: str) -> Any:
+        def compile_graph(graph: GraphContract, p: str) -> Any:
             config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": HINTS[p]}
             if threads:
                 config["INFERENCE_NUM_THREADS"] = str(threads)
-            # int8 runs the Q/DQ graph: OpenVINO executes its quantised ops in int8 kernels.
-            path = precision_file(directory, graph_file, "int8" if p == "int8" else "fp32")
-            return core.compile_model(str(path), "CPU", config).create_infer_request()
 
-        self._encoder = compile_graph(contract.encoder.file, precision)
-        self._decoder = compile_graph(contract.decoder.file, self.decoder_precision)
+            def create(path: Path) -> Any:
+                compiled = core.compile_model(str(path), "CPU", config)
+                inputs = [(t.get_names(), _dims(t)) for t in compiled.inputs]
+                outputs = [(t.get_names(), _dims(t)) for t in compiled.outputs]
+                check_graph_io(path, graph, inputs, outputs)
+                return compiled.create_infer_request()
+
+            # int8 runs the Q/DQ graph: OpenVINO executes its quantised ops in int8 kernels.
+            graph_precision = "int8" if p == "int8" else "fp32"
+            return open_graph(directory, contract, graph.file, graph_precision, create)
+
+        self._encoder = compile_graph(contract.encoder, precision)
+        self._decoder = compile_graph(contract.decoder, self.decoder_precision)
         self._decoder_outputs = contract.decoder.output_names
         self._refiner = (
             None
             if contract.refiner is None
-            else compile_graph(contract.refiner.file, self.decoder_precision)
+            else compile_graph(contract.refiner, self.decoder_precision)
         )
 
     def describe(self) -> str:

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = BenchConfig(box_counts=counts, iters=args.iters, warmup=args.warmup)
     except ValueError as exc:
         raise InputError(f"bad --boxes/--iters/--warmup: {exc}") from None
+    check_paths(args)
     model, label = load_model_arg(args.model, None)
     image = read_image(args.image) if args.image else reference_image(480, 640, seed=0)
     if args.baseline:
@@ -65,6 +66,20 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(report))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse report files in ``--out-dir`` that would overwrite an input file."""
+    from edge_sameo.bench import COMPARE_FILES, REPORT_FILES
+    from edge_sameo.paths import check_outputs
+
+    inputs = {"--model": args.model, "--baseline": args.baseline, "--image": args.image}
+    names = COMPARE_FILES if args.baseline else REPORT_FILES
+    for name in names:
+        check_outputs(
+            {k: v for k, v in inputs.items() if v is not None and Path(v).exists()},
+            {f"output {name} in --out-dir": args.out_dir / name},
+        )
 
 
 def compare(

@@ -58,6 +58,26 @@ def parse_source(values: list[str]) -> tuple[str, Path | None]:
     return kind, None
 
 
+def check_paths(args: argparse.Namespace, source: Path | None) -> None:
+    """Refuse a ``--json`` that would overwrite the export's files or the source video."""
+    from edge_sameo.contract import (
+        CALIB_META_FILE,
+        CONTRACT_FILE,
+        ExportContract,
+        precision_onnx_path,
+    )
+    from edge_sameo.paths import check_outputs
+
+    contract = ExportContract.read(args.onnx)
+    files = {f"{CONTRACT_FILE} in --onnx": args.onnx / CONTRACT_FILE, "--source": source}
+    for graph in contract.graphs:
+        files[f"{graph.file} in --onnx"] = args.onnx / graph.file
+        written = precision_onnx_path(args.onnx, graph.file, args.precision)
+        files[f"the calibrated {written.name}"] = written
+    files[f"{CALIB_META_FILE} in --onnx"] = args.onnx / CALIB_META_FILE
+    check_outputs(files, {"--json": args.json})
+
+
 def run(args: argparse.Namespace) -> int:
     from calib.batcher import BatcherConfig
     from calib.build import CalibrateConfig, calibrate
@@ -66,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_sameo.io import atomic_write_json
 
     kind, path = parse_source(args.source)
+    check_paths(args, path)
     cfg = CalibrateConfig(
         onnx_dir=args.onnx,
         precision=args.precision,

@@ -13,45 +13,52 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+#: What the demo writes into ``--out-dir``.
+DEMO_FILES = ("demo.mp4", "demo.jsonl", "demo_coco.json", "demo_summary.json")
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run the offline demo", description=__doc__)
     p.add_argument("--out-dir", type=Path, default=Path("out"), help="output folder (default: out)")
-    p.add_argument("--frames", type=int, default=150, help="frames of the synthetic video")
+    from edge_sameo.commands.run import add_model_args, positive_int, probability
+
+    p.add_argument("--frames", type=positive_int, default=150, help="frames of the synthetic video")
     p.add_argument("--seed", type=int, default=2024, help="seed of the synthetic video")
     p.add_argument("--detector", help="override the bundled detector (or 'gt')")
-    p.add_argument("--conf", type=float, default=0.25, help="detector confidence threshold")
-    from edge_sameo.commands.run import add_model_args
-
+    p.add_argument(
+        "--conf", type=probability, default=0.25, help="detector confidence threshold, 0..1"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     add_model_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     from edge_sameo.commands.run import (
         TEMPORAL_DEFAULTS,
         make_detector,
         make_predictor,
         print_summary,
+        report,
         stream_config,
     )
     from edge_sameo.data import SynthConfig, parse_amodal_coco
+    from edge_sameo.errors import Interrupted
     from edge_sameo.evaluation import evaluate
     from edge_sameo.io import atomic_write_json
+    from edge_sameo.paths import check_outputs
     from edge_sameo.stream.app import GroundTruthCollector, Outputs, run_app
     from edge_sameo.stream.sources import SyntheticVideoSource
 
-    logging.basicConfig(level=logging.WARNING, format="edge-sameo: %(message)s")
     out: Path = args.out_dir
-    args.conf, args.classes, args.max_objects, args.tracker, args.imgsz = (
-        0.25,
-        None,
-        20,
-        "bytetrack",
-        None,
+    files = {name: out / name for name in DEMO_FILES}
+    inputs = {"--detector": args.detector, "--sam": args.sam, "--base": args.base}
+    check_outputs(
+        {k: v for k, v in inputs.items() if v is not None and Path(v).exists()},
+        {f"output {name} in --out-dir": path for name, path in files.items()},
     )
+    # --conf is the demo's own option; the rest of the detector's are fixed.
+    args.classes, args.max_objects, args.tracker, args.imgsz = (None, 20, "bytetrack", None)
     args.max_fps = None
     detector = make_detector(args.detector, args)
     predictor = make_predictor(args)
@@ -60,19 +67,34 @@ def run(args: argparse.Namespace) -> int:
     categories = synth.categories
     gt = GroundTruthCollector(categories)
     names = {str(c["name"]): int(str(c["id"])) for c in categories}
-    outputs = Outputs(out / "demo.mp4", out / "demo.jsonl", out / "demo_coco.json", False, names)
-    print(f"demo: {source.describe()}; segmenter: {predictor.backend.describe()}")
-    summary = run_app(
-        source, detector, predictor, stream_config(args, TEMPORAL_DEFAULTS), outputs, gt
+    outputs = Outputs(
+        out / "demo.mp4",
+        out / "demo.jsonl",
+        out / "demo_coco.json",
+        False,
+        names,
+        progress=not args.quiet,
     )
-    print_summary(summary, predictor.backend.describe())
+    backend = predictor.backend.describe()
+    print(f"demo: {source.describe()}; segmenter: {backend}")
+    try:
+        summary = run_app(
+            source, detector, predictor, stream_config(args, TEMPORAL_DEFAULTS), outputs, gt
+        )
+    except Interrupted as exc:
+        # As ``run`` does: the frames done are on disk; no accuracy for a cut video.
+        if exc.summary is not None:
+            report(exc.summary, backend, out / "demo_summary.json", {"backend": backend})
+        print("interrupted: every finished frame is on disk")
+        raise
+    print_summary(summary, backend)
     dataset = parse_amodal_coco(gt.doc, source="synthetic ground truth")
     # Class-agnostic, as in the SAMEO paper: the masks do not depend on the detector's class.
-    report = evaluate(dataset, out / "demo_coco.json", class_agnostic=True)
-    print(report.format_table())
+    accuracy = evaluate(dataset, out / "demo_coco.json", class_agnostic=True)
+    print(accuracy.format_table())
     atomic_write_json(
         out / "demo_summary.json",
-        {**summary, "backend": predictor.backend.describe(), "accuracy": report.to_dict()},
+        {**summary, "backend": backend, "accuracy": accuracy.to_dict()},
     )
     print(f"wrote {out / 'demo.mp4'}, {out / 'demo.jsonl'}, {out / 'demo_summary.json'}")
     return 0

@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from edge_sameo.evaluation import evaluate
+    from edge_sameo.paths import check_outputs
 
+    check_outputs({"--gt": args.gt, "--pred": args.pred}, {"--json": args.json})
     report = evaluate(
         args.gt, args.pred, class_agnostic=args.class_agnostic, match_iou=args.match_iou
     )

@@ -44,10 +44,21 @@ def load_model_arg(name: str, base: Path | None) -> tuple[Any, str]:
     return load_model(name, base=base), name
 
 
+def check_paths(out: Path, inputs: dict[str, Any]) -> None:
+    """Refuse an export folder whose files would overwrite an input (``--model``, ``--base``)."""
+    from edge_sameo.contract import CONTRACT_FILE, DECODER_FILE, ENCODER_FILE, REFINER_FILE
+    from edge_sameo.paths import check_outputs
+
+    existing = {k: v for k, v in inputs.items() if v is not None and Path(v).exists()}
+    for name in (ENCODER_FILE, DECODER_FILE, REFINER_FILE, CONTRACT_FILE):
+        check_outputs(existing, {f"output {name} in --out": out / name})
+
+
 def run(args: argparse.Namespace) -> int:
     from engines.checks import check_export
     from engines.export import ExportConfig, export_onnx
 
+    check_paths(args.out, {"--model": args.model, "--base": args.base})
     cfg = ExportConfig(out_dir=args.out, opset=args.opset, max_boxes=args.max_boxes, check=False)
     model, label = load_model_arg(args.model, args.base)
     contract = export_onnx(model, cfg)

@@ -4,11 +4,49 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 from edge_sameo.errors import InputError
+
+#: Frames of the synthetic source when ``--frames`` is not given.
+SYNTH_FRAMES = 150
+
+
+def probability(text: str) -> float:
+    """argparse ``type``: a number in [0, 1] (``--conf``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type``: an integer >= 1 (``--frames``, ``--imgsz``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def class_ids(text: str) -> list[int]:
+    """argparse ``type``: ``"0,2"`` -> [0, 2] (``--classes``)."""
+    try:
+        ids = [int(c) for c in text.split(",")]
+    except ValueError:
+        ids = [-1]
+    if any(i < 0 for i in ids):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated class ids (integers >= 0), e.g. 0,2, got {text!r}"
+        )
+    return ids
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -34,7 +72,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--persistence",
         type=int,
         default=None,
-        help="frames a hidden track's amodal mask is kept, 0 = off",
+        help="frames a fully hidden object is carried on (its best-seen amodal mask moved "
+        "at its velocity) before its track is dropped; 0 = off (default 30)",
     )
     p.add_argument("--sequential", action="store_true", help="run stages one after another")
 
@@ -45,6 +84,12 @@ def register(sub: Any) -> None:
         help="live amodal segmentation of a video, camera, stream or folder",
         description="YOLO boxes -> amodal masks per frame, with visible/occluded split, "
         "occlusion order and tracking. Writes an annotated MP4 and/or JSONL (flushed per frame).",
+        epilog="Outputs are written as .NAME.XXXXXXXX.part files next to their path and moved "
+        "into place at the end; a run that fails leaves earlier files as they were (its frames "
+        "stay in the .part files, named in a warning). Ctrl-C and SIGTERM stop cleanly: "
+        "outputs finalised, summary printed and written. Exit codes: 0 done; 2 bad input; "
+        "3 a live stream gone for longer than --reconnect-timeout (outputs kept); 130 Ctrl-C; "
+        "143 SIGTERM.",
     )
     p.add_argument(
         "--source",
@@ -57,19 +102,32 @@ def register(sub: Any) -> None:
         "file (.jsonl / COCO .json), or 'gt' for the synthetic source "
         "(default: the bundled detector)",
     )
-    p.add_argument("--conf", type=float, default=0.25)
-    p.add_argument("--classes", help="comma-separated class ids to keep")
+    p.add_argument("--conf", type=probability, default=0.25, help="detector confidence, 0..1")
+    p.add_argument("--classes", type=class_ids, help="comma-separated class ids to keep")
     p.add_argument("--max-objects", type=int, default=20)
     p.add_argument("--tracker", default="bytetrack", choices=["bytetrack", "botsort", "none"])
-    p.add_argument("--imgsz", type=int, default=None, help="detector input size")
+    p.add_argument("--imgsz", type=positive_int, default=None, help="detector input size")
     add_model_args(p)
     p.add_argument("--out", type=Path, help="annotated video (.mp4)")
     p.add_argument("--jsonl", type=Path, help="one JSON line per frame")
     p.add_argument("--coco", type=Path, help="COCO results JSON for edge-sameo eval")
     p.add_argument("--show", action="store_true", help="show a window")
     p.add_argument("--max-fps", type=float, help="pace file sources to at most this rate")
-    p.add_argument("--frames", type=int, default=150, help="frames of the synthetic source")
+    p.add_argument(
+        "--frames",
+        type=positive_int,
+        metavar="N",
+        help=f"process at most N frames (default: all; the synthetic source: {SYNTH_FRAMES})",
+    )
     p.add_argument("--summary", type=Path, help="write the run summary JSON here")
+    p.add_argument(
+        "--reconnect-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="give up on a camera/stream after S seconds without a frame (default 60; exit 3)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=run)
 
 
@@ -84,9 +142,8 @@ def make_detector(spec: str | None, args: argparse.Namespace) -> Any:
         raise InputError(f"bundled detector missing ({path}); pass --detector")
     if path.suffix in (".jsonl", ".json"):
         return ReplayDetector(path)
-    classes = [int(c) for c in args.classes.split(",")] if args.classes else None
     tracker = None if args.tracker == "none" else f"{args.tracker}.yaml"
-    return YOLODetector(path, args.conf, classes, args.max_objects, tracker, args.imgsz)
+    return YOLODetector(path, args.conf, args.classes, args.max_objects, tracker, args.imgsz)
 
 
 def make_predictor(args: argparse.Namespace) -> Any:
@@ -118,7 +175,7 @@ def stream_config(args: argparse.Namespace, defaults: tuple[float, int]) -> Any:
 
 
 #: Temporal defaults (smoothing, persistence), chosen by measurement (docs/BENCHMARKS.md).
-TEMPORAL_DEFAULTS = (0.0, 0)
+TEMPORAL_DEFAULTS = (0.0, 30)
 
 
 def print_summary(summary: dict[str, Any], backend: str) -> None:
@@ -136,31 +193,71 @@ def print_summary(summary: dict[str, Any], backend: str) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def report(
+    summary: dict[str, Any], backend: str, path: Path | None, extra: dict[str, Any] | None = None
+) -> None:
+    """Print the run summary and write it, with ``extra`` keys, to ``path`` (``--summary``)
+    when given."""
     from edge_sameo.io import atomic_write_json
-    from edge_sameo.stream import open_source
-    from edge_sameo.stream.app import Outputs, run_app
 
-    logging.basicConfig(level=logging.WARNING, format="edge-sameo: %(message)s")
+    print_summary(summary, backend)
+    if path:
+        atomic_write_json(path, {**summary, **(extra or {})})
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse, before anything is opened, an output that would overwrite an input or another
+    output, or that cannot be written."""
+    from edge_sameo.paths import VIDEO_EXTENSIONS, check_outputs
+
+    inputs = {"--source": args.source, "--detector": args.detector, "--sam": args.sam}
+    inputs["--base"] = args.base
+    check_outputs(
+        {k: v for k, v in inputs.items() if v is not None and Path(v).exists()},
+        {"--out": args.out, "--jsonl": args.jsonl, "--coco": args.coco, "--summary": args.summary},
+        {"--out": VIDEO_EXTENSIONS},
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_sameo.cli import EXIT_SOURCE_LOST
+    from edge_sameo.errors import Interrupted
+    from edge_sameo.stream import ReconnectPolicy, open_source
+    from edge_sameo.stream.app import Outputs, run_app
+    from edge_sameo.stream.limit import FrameLimit
+    from edge_sameo.stream.sources import SyntheticVideoSource
+
     if args.out is None and args.jsonl is None and args.coco is None and not args.show:
         raise InputError("nothing to write: give --out, --jsonl, --coco and/or --show")
+    check_paths(args)
     cfg = stream_config(args, TEMPORAL_DEFAULTS)
+    policy = ReconnectPolicy(give_up_s=args.reconnect_timeout)
     detector = make_detector(args.detector, args)
     predictor = make_predictor(args)
-    source = open_source(args.source, synth_frames=args.frames)
-    print(f"source: {source.describe()}; segmenter: {predictor.backend.describe()}")
-    outputs = Outputs(args.out, args.jsonl, args.coco, args.show)
+    source = open_source(args.source, synth_frames=args.frames or SYNTH_FRAMES, policy=policy)
+    if args.frames is not None and not isinstance(source, SyntheticVideoSource):
+        source = FrameLimit(source, args.frames)
+    backend = predictor.backend.describe()
+    print(f"source: {source.describe()}; segmenter: {backend}")
+    outputs = Outputs(args.out, args.jsonl, args.coco, args.show, progress=not args.quiet)
     try:
         summary = run_app(source, detector, predictor, cfg, outputs)
-    except KeyboardInterrupt:
+    except Interrupted as exc:
+        if exc.summary is not None:
+            report(exc.summary, backend, args.summary)
         print("interrupted: every finished frame is on disk")
         raise
-    print_summary(summary, predictor.backend.describe())
-    if args.summary:
-        atomic_write_json(args.summary, summary)
+    report(summary, backend, args.summary)
     written = [str(p) for p in (args.out, args.jsonl, args.coco) if p]
     if written:
         print("wrote " + ", ".join(written))
     if summary["truncated"]:
         print(json.dumps({"warning": "source ended early (truncated video)"}))
+    if summary["gave_up"]:
+        print(
+            f"edge-sameo run: error: gave up on {source.describe()}: no frame for "
+            f"{args.reconnect_timeout:g} s (--reconnect-timeout)",
+            file=sys.stderr,
+        )
+        return EXIT_SOURCE_LOST
     return 0

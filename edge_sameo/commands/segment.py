@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_sameo.io import atomic_write_json, read_image, write_image
+from edge_sameo.io import atomic_write_json, image_extension, read_image, write_image
 from edge_sameo.masks import encode_rle
+from edge_sameo.paths import check_outputs
 from edge_sameo.predictor import AmodalPredictor, Prediction
 from edge_sameo.render import draw_masks
 
@@ -102,6 +103,11 @@ def print_summary(result: Prediction, out: Path, json_path: Path | None) -> None
 def run(args: argparse.Namespace) -> int:
     from edge_sameo.checkpoint import load_model
 
+    check_outputs(
+        {"the input image": args.image, "--checkpoint": args.checkpoint, "--base": args.base},
+        {"--out": args.out, "--json": args.json},
+    )
+    image_extension(args.out)
     image = read_image(args.image)
     model = load_model(args.checkpoint, base=args.base)
     result = segment_image(

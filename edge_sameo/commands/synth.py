@@ -216,7 +216,17 @@ def model_amodal_fn(
 def run_from_coco(args: argparse.Namespace) -> int:
     from edge_sameo.data import FromCocoConfig, load_amodal_coco, select_complete
     from edge_sameo.data.from_coco import synthesize_pairs
+    from edge_sameo.paths import check_outputs, same_file
 
+    check_outputs(
+        {"--coco": args.coco, "--checkpoint": args.checkpoint},
+        {"output annotations.json in --out": args.out / "annotations.json"},
+    )
+    if same_file(args.images, args.out / "images"):
+        raise InputError(
+            f"--images {args.images} is the folder the composites are written to "
+            f"({args.out / 'images'}): refusing to overwrite the input images"
+        )
     cfg = FromCocoConfig(
         size=args.size,
         count=args.count,

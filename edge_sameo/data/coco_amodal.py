@@ -36,6 +36,8 @@ from pycocotools import mask as mask_utils
 
 from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_json, read_image
+from edge_sameo.masks import check_rle_counts
+from edge_sameo.paths import require_file
 
 FORMAT = "edge-sameo-amodal-coco/1"
 RLE = dict[str, Any]
@@ -103,14 +105,16 @@ def to_rle(segm: Any, height: int, width: int, *, poly_tolerance: float = 1.0) -
             raise InputError(
                 f"mask size {list(size)} does not match the image size [{height}, {width}]"
             )
-        if isinstance(counts, list):
-            if sum(int(c) for c in counts) != height * width:
-                raise InputError("uncompressed RLE counts do not cover the image")
-            return dict(mask_utils.frPyObjects(segm, height, width))
         if isinstance(counts, str):
-            counts = counts.encode("ascii")
-        if not isinstance(counts, bytes):
+            try:
+                counts = counts.encode("ascii")
+            except UnicodeEncodeError:
+                raise InputError("RLE counts are not a valid COCO-compressed string") from None
+        if not isinstance(counts, (bytes, list)):
             raise InputError("RLE counts must be a string or a list of integers")
+        check_rle_counts(counts, height, width)
+        if isinstance(counts, list):
+            return dict(mask_utils.frPyObjects(segm, height, width))
         return {"size": [height, width], "counts": counts}
     if isinstance(segm, list) and segm:
         polys = [p for p in segm if isinstance(p, list)]
@@ -377,11 +381,9 @@ def load_amodal_coco(
     plain COCO instance files load too (``visible`` None, layout ``"modal"``).
     Raises ``InputError`` naming the file, the annotation id and the problem.
     """
-    path = Path(path)
+    path = require_file(path, "annotation file")
     try:
         doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a JSON file ({exc})") from None
     return parse_amodal_coco(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from edge_sameo.data.synth import (
     video_frame,
 )
 from edge_sameo.errors import InputError
-from edge_sameo.io import atomic_write_bytes
+from edge_sameo.io import atomic_write_bytes, move_mp4_faststart
 
 
 def write_png(path: Path, image: NDArray[np.uint8]) -> None:
@@ -132,10 +131,11 @@ def generate_video(
 ) -> Path:
     """Write a synthetic clip as ``video.mp4`` (OpenCV, mp4v) and ``annotations.json``.
 
-    Every frame is a COCO image with ``video_id`` 1 and ``frame_index``; annotations carry
-    a ``track_id`` stable over the clip. Objects move (linear, curved, bouncing, with
-    varying speed) behind static occluders; with ``video.full_occlusion`` one object is
-    fully hidden for at least one frame (``occlusion_rate`` 1, empty visible mask).
+    The MP4 is fast-start (index first). Every frame is a COCO image with ``video_id`` 1
+    and ``frame_index``; annotations carry a ``track_id`` stable over the clip. Objects
+    move (linear, curved, bouncing, with varying speed) behind static occluders; with
+    ``video.full_occlusion`` one object is fully hidden for at least one frame
+    (``occlusion_rate`` 1, empty visible mask).
     ``write_frames`` also writes lossless ``frames/*.png`` and points ``file_name`` at
     them (otherwise ``file_name`` is the video and the frame is read by index).
     """
@@ -179,7 +179,8 @@ def generate_video(
                 progress(1)
     finally:
         writer.release()
-    os.replace(tmp, out / "video.mp4")
+    # Index first (fast-start): a cut or half-copied clip still plays up to the cut.
+    move_mp4_faststart(tmp, out / "video.mp4")
     motions = {i + 1: tr.kind for i, tr in enumerate(tracks)}
     return write_amodal_coco(
         out / "annotations.json",

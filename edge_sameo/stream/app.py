@@ -1,26 +1,34 @@
 """The application around :func:`stream`: a render/write stage in its own thread, the run
-summary (FPS, per-stage latency, drops, reconnects), and ground-truth scoring for the
-synthetic source. Used by ``edge-sameo run`` and ``edge-sameo demo``."""
+summary (FPS, per-stage latency, drops, reconnects), a progress line, and ground-truth
+scoring for the synthetic source. Used by ``edge-sameo run`` and ``edge-sameo demo``.
+
+Shutdown is ordered on every path (end, error, Ctrl-C, SIGTERM): the stream's stages and
+source stop and are joined, then the render/write thread finishes what it was handed, then
+the outputs are finalised."""
 
 from __future__ import annotations
 
 import logging
 import queue
+import signal
+import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from edge_sameo.errors import InputError, Interrupted
 from edge_sameo.predictor import AmodalPredictor
 from edge_sameo.stream.annotate import annotate
 from edge_sameo.stream.detectors import Detector
 from edge_sameo.stream.pipeline import FrameResult, StreamConfig, stream
 from edge_sameo.stream.sinks import CocoResultsSink, JsonlSink, VideoSink
 from edge_sameo.stream.sources import FrameSource
+from edge_sameo.stream.memory import TRIM_EVERY, release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +41,56 @@ BUNDLED_DETECTOR = REPO_ROOT / "models" / "detector" / "yolov8n_synth_openvino_m
 
 @dataclass
 class Outputs:
-    """Where a run writes; every sink is closed (finalised) even on Ctrl-C or a crash."""
+    """Where a run writes; every sink is closed (finalised) even on Ctrl-C or a crash.
+    ``progress``: frames and FPS on stderr while the run goes."""
 
     video: Path | None = None
     jsonl: Path | None = None
     coco: Path | None = None
     show: bool = False
     categories: dict[str, int] | None = None
+    progress: bool = False
+
+
+class Progress:
+    """Frames and FPS on stderr: a tqdm bar on a terminal, else (a log file, a service
+    manager's journal) a plain line every ``every_s`` seconds."""
+
+    def __init__(self, total: int | None, every_s: float = 10.0) -> None:
+        self.total, self.every_s = total, every_s
+        self.frames = 0
+        self.start = self.last = time.monotonic()
+        self.bar: tqdm[Any] | None = None
+        if sys.stderr.isatty():
+            self.bar = tqdm(total=total, unit="frame", file=sys.stderr, leave=False)
+
+    def update(self) -> None:
+        self.frames += 1
+        if self.bar is not None:
+            self.bar.update()
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            of = f"/{self.total}" if self.total else ""
+            fps = self.frames / max(now - self.start, 1e-9)
+            print(f"edge-sameo: {self.frames}{of} frames, {fps:.1f} FPS", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class Writer:
-    """The render/write stage: annotate, then MP4, JSONL (flushed per frame), COCO, window."""
+    """The render/write stage: annotate, then MP4, JSONL (flushed per frame), COCO, window,
+    progress."""
 
-    def __init__(self, outputs: Outputs, fps: float) -> None:
+    def __init__(self, outputs: Outputs, fps: float, total: int | None = None) -> None:
         self.video = VideoSink(outputs.video, fps) if outputs.video else None
         self.jsonl = JsonlSink(outputs.jsonl) if outputs.jsonl else None
         self.coco = CocoResultsSink(outputs.coco, outputs.categories) if outputs.coco else None
         self.show = outputs.show
+        self.progress = Progress(total) if outputs.progress else None
         self.render_ms: list[float] = []
 
     def __call__(self, result: FrameResult) -> None:
@@ -65,6 +106,8 @@ class Writer:
             self.jsonl.write(record)
         if self.coco is not None:
             self.coco.add(result.index, record["objects"])
+        if self.progress is not None:
+            self.progress.update()
         self.render_ms.append((time.perf_counter() - t0) * 1e3)
 
     def _show(self, rgb: np.ndarray) -> None:
@@ -77,10 +120,59 @@ class Writer:
             log.warning("--show: no display available; continuing without a window")
             self.show = False
 
-    def close(self) -> None:
+    def close(self, commit: bool = True) -> None:
+        """Finalise every output: moved onto its path (``commit``), or, for a run that
+        failed, kept as its ``.part`` file, named in one warning (earlier files unchanged)."""
+        if self.progress is not None:
+            self.progress.close()
+        kept: list[tuple[Path, Path]] = []
         for sink in (self.video, self.jsonl, self.coco):
-            if sink is not None:
-                sink.close()
+            if sink is not None and (part := sink.close(commit)) is not None:
+                kept.append((part, sink.path))
+        if kept:
+            log.warning(
+                "the run failed; its partial output is in %s (%s left as before)",
+                ", ".join(str(part) for part, _ in kept),
+                ", ".join(str(path) for _, path in kept),
+            )
+
+
+class WriteStage:
+    """Hands results to the :class:`Writer`: in its own thread when ``threaded``. A write
+    failure is raised at the next :meth:`put` (or by :meth:`finish`); the thread drains its
+    queue to the end either way, so the producer never blocks on a dead writer."""
+
+    def __init__(self, writer: Writer, threaded: bool) -> None:
+        self.writer = writer
+        self.failure: BaseException | None = None
+        self.queue: queue.Queue[FrameResult | None] = queue.Queue(maxsize=4)
+        self.thread: threading.Thread | None = None
+        if threaded:
+            self.thread = threading.Thread(target=self._drain, name="render-write", daemon=True)
+            self.thread.start()
+
+    def _drain(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.failure is None:
+                try:
+                    self.writer(item)
+                except BaseException as exc:
+                    self.failure = exc
+
+    def put(self, result: FrameResult) -> None:
+        if self.thread is None:
+            self.writer(result)
+            return
+        if self.failure is not None:
+            raise self.failure
+        self.queue.put(result)
+
+    def finish(self) -> BaseException | None:
+        """Write what was handed, end the thread; returns a write failure, if any."""
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
+        return self.failure
 
 
 @dataclass
@@ -118,6 +210,7 @@ class RunStats:
             "reconnects": source.reconnects,
             "skipped_frames": source.skipped,
             "truncated": source.truncated,
+            "gave_up": source.gave_up,
             "invalid_boxes": self.invalid_boxes,
         }
 
@@ -130,51 +223,64 @@ def run_app(
     outputs: Outputs,
     on_result: Any = None,
 ) -> dict[str, Any]:
-    """Run the stream to its end (or Ctrl-C); returns the summary. ``on_result`` sees
-    each :class:`FrameResult` in order (e.g. to collect ground truth)."""
-    writer = Writer(outputs, source.fps or 30.0)
+    """Run the stream to its end; returns the summary. ``on_result`` sees each
+    :class:`FrameResult` in order (e.g. to collect ground truth). The source is closed on
+    every path. Ctrl-C or SIGTERM raises :class:`Interrupted` carrying the summary of the
+    frames written; a run without a single frame raises :class:`InputError`."""
+    results = stream(source, detector, predictor, config)  # refuses before any thread
     stats = RunStats()
-    q: queue.Queue[Any] = queue.Queue(maxsize=4)
-    failure: list[BaseException] = []
-
-    def drain() -> None:
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            try:
-                writer(item)
-            except BaseException as exc:
-                failure.append(exc)
-                return
-
-    thread = threading.Thread(target=drain, name="render-write", daemon=True)
-    if config.pipelined:
-        thread.start()
+    writer: Writer | None = None
+    stage: WriteStage | None = None
     t0 = time.perf_counter()
-    results: Iterator[FrameResult] = stream(source, detector, predictor, config)
     try:
+        writer = Writer(outputs, source.fps or 30.0, source.expected_frames)
+        stage = WriteStage(writer, threaded=config.pipelined)
         for result in results:
             stats.add(result)
+            if stats.frames % TRIM_EVERY == 0:
+                release_free_memory()
             if on_result is not None:
                 on_result(result)
-            if config.pipelined:
-                if failure:
-                    raise failure[0]
-                q.put(result)
-            else:
-                writer(result)
-    finally:
-        if config.pipelined:
-            q.put(None)
-            thread.join()
+            stage.put(result)
+    except KeyboardInterrupt as exc:
+        _shutdown(results, source, stage, writer)
         stats.wall_s = time.perf_counter() - t0
-        writer.close()
-        if hasattr(results, "close"):
-            results.close()
-    if failure:
-        raise failure[0]
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        raise Interrupted(
+            signum, stats.summary(source, writer.render_ms if writer else [])
+        ) from exc
+    except SystemExit:
+        _shutdown(results, source, stage, writer)
+        raise
+    except BaseException:
+        _shutdown(results, source, stage, writer, commit=False)
+        raise
+    failure = _shutdown(results, source, stage, writer)
+    stats.wall_s = time.perf_counter() - t0
+    if failure is not None:
+        raise failure
+    if stats.frames == 0:
+        raise InputError(f"no readable frame in {source.describe()}")
     return stats.summary(source, writer.render_ms)
+
+
+def _shutdown(
+    results: Any,
+    source: FrameSource,
+    stage: WriteStage | None,
+    writer: Writer | None,
+    commit: bool = True,
+) -> BaseException | None:
+    """Stop and join the stream's stages and release the source, then let the writer
+    finish what it was handed, then finalise the outputs: moved into place at a normal end
+    or an interrupt (``commit``), kept as ``.part`` files when the run failed (an error,
+    or a write failure, returned)."""
+    results.close()
+    source.close()
+    failure = stage.finish() if stage is not None else None
+    if writer is not None:
+        writer.close(commit and failure is None)
+    return failure
 
 
 class GroundTruthCollector:

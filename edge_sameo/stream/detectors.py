@@ -21,6 +21,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_sameo.errors import InputError
+from edge_sameo.paths import require_file
+from edge_sameo.safety import check_detector_file
 from edge_sameo.stream.sources import Frame
 
 
@@ -117,6 +119,7 @@ class YOLODetector:
         path = Path(weights)
         if not path.exists():
             raise InputError(f"detector weights not found: {path}")
+        check_detector_file(path)  # before ultralytics: a .pt pickle can run code
         from ultralytics import YOLO
 
         try:
@@ -145,9 +148,7 @@ class ReplayDetector:
     (-amodal) ground truth (frames matched by ``frame_index``, else ``image_id - 1``)."""
 
     def __init__(self, path: str | Path, box: str = "visible") -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise InputError(f"replay file not found: {self.path}")
+        self.path = require_file(path, "replay file")
         self.by_frame: dict[int, list[tuple[list[float], float, int, int]]] = {}
         self.names: dict[int, str] = {}
         text = self.path.read_text()

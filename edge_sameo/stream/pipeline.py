@@ -6,6 +6,10 @@ per-stage timings and its end-to-end latency. The Python API is a generator::
 
     for result in stream(source, detector, predictor):
         ...
+
+Every path out of it — the end, an error in any stage, ``break``, Ctrl-C — stops in the
+same order: signal every stage and the source to stop, join the threads, then release the
+source (an OpenCV reader released under a running ``read`` crashes inside FFmpeg).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +26,7 @@ import numpy as np
 from edge_sameo.boxes import validate_boxes
 from edge_sameo.errors import InputError
 from edge_sameo.predictor import AmodalPredictor
-from edge_sameo.stream.detectors import Detections, Detector
+from edge_sameo.stream.detectors import Detections, Detector, GroundTruthDetector
 from edge_sameo.stream.objects import ObjectResult, assign_order
 from edge_sameo.stream.sources import Frame, FrameSource
 from edge_sameo.stream.temporal import TemporalConfig, TemporalFilter
@@ -149,19 +153,36 @@ def _detect(detector: Detector) -> Callable[[Frame], _Detected]:
     return run
 
 
-def _paced(source: FrameSource, max_fps: float | None) -> Iterator[Frame]:
+def _paced(source: FrameSource, max_fps: float | None) -> Generator[Frame, None, None]:
     period = 0.0 if (max_fps is None or source.live) else 1.0 / max_fps
     next_t = time.perf_counter()
-    for frame in source.frames():
-        if period:
-            now = time.perf_counter()
-            if now < next_t:
-                time.sleep(next_t - now)
-            next_t = max(next_t + period, time.perf_counter())
-            frame = Frame(
-                frame.index, frame.timestamp, frame.image, frame.ground_truth, time.perf_counter()
-            )
-        yield frame
+    frames = source.frames()
+    try:
+        for frame in frames:
+            if period:
+                now = time.perf_counter()
+                if now < next_t:
+                    time.sleep(next_t - now)
+                next_t = max(next_t + period, time.perf_counter())
+                frame = Frame(
+                    frame.index,
+                    frame.timestamp,
+                    frame.image,
+                    frame.ground_truth,
+                    time.perf_counter(),
+                )
+            yield frame
+    finally:
+        frames.close()  # the source's reading ends in the thread that read it
+
+
+def check_source(source: FrameSource, detector: Detector) -> None:
+    """Refuse, before any thread starts, a detector that cannot work on ``source``."""
+    if isinstance(detector, GroundTruthDetector) and not source.has_ground_truth:
+        raise InputError(
+            f"the ground-truth detector needs the synthetic source (--source synth); "
+            f"{source.describe()} has no ground truth"
+        )
 
 
 def stream(
@@ -169,18 +190,24 @@ def stream(
     detector: Detector,
     predictor: AmodalPredictor,
     config: StreamConfig | None = None,
-) -> Iterator[FrameResult]:
-    """Process ``source`` frame by frame; yields :class:`FrameResult` in frame order.
+) -> Generator[FrameResult, None, None]:
+    """Process ``source`` frame by frame; returns a generator of :class:`FrameResult` in
+    frame order. A detector that cannot work on the source raises :class:`InputError`
+    here, before any thread starts (the source is closed).
 
     Closing the generator (``break``, Ctrl-C) stops every stage and the source.
     """
+    try:
+        check_source(source, detector)
+    except InputError:
+        source.close()
+        raise
     config = config or StreamConfig()
     segment = Segmenter(predictor, config)
     detect = _detect(detector)
     if not config.pipelined:
-        yield from _sequential(source, detect, segment, config)
-        return
-    yield from _pipelined(source, detect, segment, config)
+        return _sequential(source, detect, segment, config)
+    return _pipelined(source, detect, segment, config)
 
 
 class _Fps:
@@ -202,7 +229,7 @@ def _sequential(
     detect: Callable[[Frame], _Detected],
     segment: Segmenter,
     config: StreamConfig,
-) -> Iterator[FrameResult]:
+) -> Generator[FrameResult, None, None]:
     fps = _Fps()
     try:
         for frame in _paced(source, config.max_fps):
@@ -218,7 +245,7 @@ def _pipelined(
     detect: Callable[[Frame], _Detected],
     segment: Segmenter,
     config: StreamConfig,
-) -> Iterator[FrameResult]:
+) -> Generator[FrameResult, None, None]:
     stop = threading.Event()
     q_frames: queue.Queue[Any] = queue.Queue(config.queue_size)
     q_detected: queue.Queue[Any] = queue.Queue(config.queue_size)
@@ -234,13 +261,16 @@ def _pipelined(
         return False
 
     def capture() -> None:
+        frames = _paced(source, config.max_fps)
         try:
-            for frame in _paced(source, config.max_fps):
+            for frame in frames:
                 if not put(q_frames, frame):
                     return
         except BaseException as exc:
             put(q_frames, _Failure(exc))
             return
+        finally:
+            frames.close()  # the source's reader ends in this thread, which read it
         put(q_frames, _END)
 
     def stage(fn: Callable[[Any], Any], q_in: queue.Queue[Any], q_o: queue.Queue[Any]) -> None:
@@ -282,7 +312,8 @@ def _pipelined(
             item.fps = fps.tick()
             yield item
     finally:
-        stop.set()
-        source.close()
-        for t in threads:
-            t.join(timeout=10)
+        stop.set()  # 1. signal: every stage and the source
+        source.stop()
+        for t in threads:  # 2. join: each ends within a frame's work (queues poll `stop`)
+            t.join()
+        source.close()  # 3. release, now that no thread reads it

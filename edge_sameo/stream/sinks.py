@@ -1,6 +1,12 @@
-"""Outputs of a run. Every sink survives Ctrl-C or a crash: JSONL is flushed per frame, the
-MP4 is finalised in ``close`` (called from ``finally``), COCO results are written
-atomically at the end with every finished frame."""
+"""Outputs of a run. Each is written under a temporary name in its folder
+(``.NAME.XXXXXXXX.part``, ``.part.mp4`` for the video) and moved onto its path by
+``close(commit=True)`` once at least one frame was written. A run that fails leaves an
+earlier file as it was: before its first frame nothing is kept, after it ``close(commit=False)``
+keeps the ``.part`` file (the frames done) and returns its path. Every sink survives Ctrl-C,
+SIGTERM or a crash: JSONL is flushed
+per frame (a killed run leaves complete lines in the ``.part`` file), the MP4 is finalised
+in ``close`` (called once the writing thread has ended), COCO results are written at the
+end with every finished frame."""
 
 from __future__ import annotations
 
@@ -13,7 +19,22 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_sameo.errors import InputError
-from edge_sameo.io import atomic_write_json
+from edge_sameo.io import atomic_write_json, commit_temp, temp_sibling
+from edge_sameo.paths import VIDEO_EXTENSIONS
+
+
+def _finish(tmp: Path | None, path: Path, frames: int, commit: bool) -> Path | None:
+    """Move a finished temporary output onto ``path`` (``commit``), or keep it where it is
+    and return it; drop it when it has no frame."""
+    if tmp is None:
+        return None
+    if not frames:
+        tmp.unlink(missing_ok=True)
+        return None
+    if not commit:
+        return tmp
+    commit_temp(tmp, path)
+    return None
 
 
 class VideoSink:
@@ -21,27 +42,34 @@ class VideoSink:
 
     def __init__(self, path: str | Path, fps: float) -> None:
         self.path = Path(path)
-        if self.path.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
+        if self.path.suffix.lower() not in VIDEO_EXTENSIONS:
             raise InputError(f"--out must be a video file (.mp4), got {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = fps if fps > 0 else 30.0
         self._writer: Any = None
+        self._tmp: Path | None = None
         self.frames = 0
 
     def write(self, rgb: NDArray[np.uint8]) -> None:
         if self._writer is None:
             h, w = rgb.shape[:2]
             fourcc = cv2.VideoWriter.fourcc(*"mp4v")
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, float(self.fps), (w, h))
+            # OpenCV picks the container from the extension: the temporary name keeps it.
+            self._tmp = temp_sibling(self.path, suffix=".part" + self.path.suffix)
+            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, float(self.fps), (w, h))
             if not self._writer.isOpened():
                 raise InputError(f"cannot write video {self.path}")
         self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         self.frames += 1
 
-    def close(self) -> None:
+    def close(self, commit: bool = True) -> Path | None:
+        """Finalise the MP4; move it onto ``path`` (``commit``) or return the kept file."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+        kept = _finish(self._tmp, self.path, self.frames, commit)
+        self._tmp = None
+        return kept
 
 
 class JsonlSink:
@@ -49,8 +77,8 @@ class JsonlSink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f: IO[str] | None = open(self.path, "w", encoding="utf-8")
+        self._tmp: Path | None = temp_sibling(self.path, suffix=".part")
+        self._f: IO[str] | None = open(self._tmp, "w", encoding="utf-8")
         self.frames = 0
 
     def write(self, record: dict[str, Any]) -> None:
@@ -59,10 +87,14 @@ class JsonlSink:
         self._f.flush()
         self.frames += 1
 
-    def close(self) -> None:
+    def close(self, commit: bool = True) -> Path | None:
+        """Move the lines onto ``path`` (``commit``) or return the kept file."""
         if self._f is not None:
             self._f.close()
             self._f = None
+        kept = _finish(self._tmp, self.path, self.frames, commit)
+        self._tmp = None
+        return kept
 
 
 class CocoResultsSink:
@@ -73,8 +105,10 @@ class CocoResultsSink:
         self.path = Path(path)
         self.categories = categories
         self.results: list[dict[str, Any]] = []
+        self.frames = 0
 
     def add(self, frame: int, objects: list[dict[str, Any]]) -> None:
+        self.frames += 1
         for o in objects:
             cat = o["class_id"]
             if self.categories is not None:
@@ -90,5 +124,14 @@ class CocoResultsSink:
                 }
             )
 
-    def close(self) -> None:
-        atomic_write_json(self.path, self.results)
+    def close(self, commit: bool = True) -> Path | None:
+        """Write the results onto ``path`` (``commit``), or into a kept ``.part`` file whose
+        path is returned."""
+        if not self.frames:
+            return None
+        if commit:
+            atomic_write_json(self.path, self.results)
+            return None
+        tmp = temp_sibling(self.path, suffix=".part")
+        tmp.write_text(json.dumps(self.results, indent=1) + "\n", encoding="utf-8")
+        return tmp

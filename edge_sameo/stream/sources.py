@@ -3,15 +3,20 @@
 File sources deliver every frame. Live sources (cameras, network streams) keep only the
 *newest* frame — a slow model drops frames and never falls behind — count the frames they
 drop, and reconnect with backoff when a stream breaks, without ending the run.
+
+Shutdown is ordered: :meth:`FrameSource.stop` (any thread) makes :meth:`~FrameSource.frames`
+end soon; :meth:`~FrameSource.close` releases the file or device once the thread reading
+``frames()`` is done (OpenCV readers must never be released under a running ``read``).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_sameo.errors import InputError
+from edge_sameo.io import warn_if_truncated_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +48,32 @@ class Frame:
 
 class FrameSource(ABC):
     live: bool = False
+    #: Frames carry the synthetic world's ground truth (``Frame.ground_truth``).
+    has_ground_truth: bool = False
 
     def __init__(self) -> None:
         self.dropped = 0
         self.reconnects = 0
         self.skipped = 0
         self.truncated = False
+        #: A live source lost for longer than its reconnect policy allows.
+        self.gave_up = False
         self.fps: float | None = None
+        #: Frames a file source will deliver (None: unknown, or live).
+        self.expected_frames: int | None = None
+        self._stop = threading.Event()
 
     @abstractmethod
-    def frames(self) -> Iterator[Frame]:
-        """Yield frames until the source ends (or :meth:`close` is called)."""
+    def frames(self) -> Generator[Frame, None, None]:
+        """Yield frames until the source ends (or :meth:`stop` is called)."""
+
+    def stop(self) -> None:
+        """Make :meth:`frames` end soon; safe from any thread, releases nothing."""
+        self._stop.set()
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Stop producing frames and release the device/file."""
+        """Release the device/file; call it once the thread iterating :meth:`frames` ended
+        (idempotent)."""
 
     def describe(self) -> str:
         return type(self).__name__
@@ -83,6 +101,7 @@ class VideoFileSource(FrameSource):
             cap.release()
             raise InputError(f"cannot read any frame from {self.path}: empty or corrupt video")
         self._cap, self._first = cap, first
+        self._lock = threading.Lock()  # a read and a release never overlap
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and fps > 0 else 30.0
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -91,23 +110,29 @@ class VideoFileSource(FrameSource):
     def describe(self) -> str:
         return f"video {self.path}"
 
-    def frames(self) -> Iterator[Frame]:
+    def frames(self) -> Generator[Frame, None, None]:
         index, img = 0, self._first
         fps = self.fps or 30.0
         try:
-            while img is not None:
+            while img is not None and not self._stop.is_set():
                 yield Frame(index, index / fps, _bgr_to_rgb(img), captured_at=time.perf_counter())
                 index += 1
-                ok, nxt = self._cap.read()
-                img = nxt if ok else None
+                img = self._read()
         finally:
             self.close()
-        if self.expected_frames is not None and index < self.expected_frames - 1:
+        stopped = self._stop.is_set()
+        if not stopped and self.expected_frames is not None and index < self.expected_frames - 1:
             self.truncated = True
             log.warning("%s ended after %d of %d frames", self.path, index, self.expected_frames)
 
+    def _read(self) -> NDArray[np.uint8] | None:
+        with self._lock:
+            ok, img = self._cap.read()
+        return img if ok else None
+
     def close(self) -> None:
-        self._cap.release()
+        with self._lock:
+            self._cap.release()
 
 
 class ImageFolderSource(FrameSource):
@@ -120,17 +145,45 @@ class ImageFolderSource(FrameSource):
         if not self.files:
             raise InputError(f"no images in folder {self.path}")
         self.fps = fps
+        self.expected_frames = len(self.files)
+        self._first = self._first_readable()
 
     def describe(self) -> str:
         return f"folder {self.path} ({len(self.files)} images)"
 
-    def frames(self) -> Iterator[Frame]:
-        index = 0
-        for p in self.files:
+    def _first_readable(self) -> tuple[int, NDArray[np.uint8]]:
+        """The first image that decodes: a folder with none is refused before the run."""
+        for i, p in enumerate(self.files):
             img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is not None:
+                for bad in self.files[:i]:
+                    self._skip(bad)
+                warn_if_truncated_jpeg(p)
+                return i, img
+        raise InputError(
+            f"no readable frame in {self.path}: none of its {len(self.files)} images decodes"
+        )
+
+    def _skip(self, path: Path) -> None:
+        self.skipped += 1
+        log.warning("skipping unreadable image %s", path)
+
+    def _read(self, path: Path) -> NDArray[np.uint8] | None:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            self._skip(path)
+        else:
+            warn_if_truncated_jpeg(path)
+        return img
+
+    def frames(self) -> Generator[Frame, None, None]:
+        start, first = self._first
+        rest = (self._read(p) for p in self.files[start + 1 :])
+        index = 0
+        for img in itertools.chain([first], rest):
+            if self._stop.is_set():
+                return
             if img is None:
-                self.skipped += 1
-                log.warning("skipping unreadable image %s", p)
                 continue
             yield Frame(
                 index, index / (self.fps or 30.0), _bgr_to_rgb(img), captured_at=time.perf_counter()
@@ -140,6 +193,8 @@ class ImageFolderSource(FrameSource):
 
 class SyntheticVideoSource(FrameSource):
     """The synthetic occlusion video of ``edge_sameo.data`` with per-frame ground truth."""
+
+    has_ground_truth = True
 
     def __init__(
         self,
@@ -155,6 +210,7 @@ class SyntheticVideoSource(FrameSource):
         if frames < 1:
             raise InputError(f"synthetic video needs >= 1 frames, got {frames}")
         self.num_frames, self.seed, self.fps = frames, seed, fps
+        self.expected_frames = frames
         self.config = SynthConfig(size=size)
         self._bg, self._tracks = compose_video(
             item_seed(seed, 0), self.config, VideoConfig(), frames
@@ -164,30 +220,35 @@ class SyntheticVideoSource(FrameSource):
         w, h = self.config.size
         return f"synthetic video (seed {self.seed}, {self.num_frames} frames, {w}x{h})"
 
-    def frames(self) -> Iterator[Frame]:
+    def frames(self) -> Generator[Frame, None, None]:
         from edge_sameo.data.synth import video_frame
 
         last = max(self.num_frames - 1, 1)
         for i in range(self.num_frames):
+            if self._stop.is_set():
+                return
             scene = video_frame(self._bg, self._tracks, i / last)
             yield Frame(i, i / (self.fps or 30.0), scene.image, scene, time.perf_counter())
 
 
 @dataclass(frozen=True)
 class ReconnectPolicy:
-    """Backoff for live sources: wait ``initial_s``, doubling up to ``max_s``; give up
-    (end the run cleanly) after ``give_up_s`` without a frame; a source that never opens
-    within ``connect_timeout_s`` is an input error."""
+    """Backoff for live sources: after each failed open or read wait ``initial_s``, doubling
+    up to ``max_s``, back to ``initial_s`` once a frame arrives; give up (end the run
+    cleanly) after ``give_up_s`` without a frame; a source that never opens within
+    ``connect_timeout_s`` is an input error."""
 
-    initial_s: float = 0.25
-    max_s: float = 4.0
+    initial_s: float = 0.1
+    max_s: float = 2.0
     give_up_s: float = 60.0
     connect_timeout_s: float = 5.0
     read_timeout_ms: int = 3000
 
     def __post_init__(self) -> None:
-        if not 0 < self.initial_s <= self.max_s or self.give_up_s <= 0:
-            raise InputError("reconnect: need 0 < initial <= max and give_up > 0")
+        if not 0 < self.initial_s <= self.max_s:
+            raise InputError("reconnect: need 0 < initial <= max")
+        if not self.give_up_s > 0:
+            raise InputError(f"--reconnect-timeout must be > 0 s, got {self.give_up_s:g}")
 
 
 class LiveSource(FrameSource):
@@ -201,7 +262,6 @@ class LiveSource(FrameSource):
         self.policy = policy or ReconnectPolicy()
         self._cond = threading.Condition()
         self._latest: tuple[NDArray[np.uint8], float] | None = None
-        self._stop = threading.Event()
         self._ended = False
         self._connected_once = threading.Event()
         self._error: str | None = None
@@ -230,8 +290,13 @@ class LiveSource(FrameSource):
         )
 
     def _reader(self) -> None:
+        """The only thread that touches the capture: opens, reads and releases it. A failed
+        open or read (a stream that accepts and closes at once, a camera that opens but
+        gives nothing) waits the policy's backoff before the next try; the wait never runs
+        past the give-up time."""
         backoff = self.policy.initial_s
         last_frame = time.monotonic()
+        lost = False  # a frame came, then the stream broke: the next frame is a reconnect
         cap: Any = None
         while not self._stop.is_set():
             if cap is None:
@@ -240,40 +305,45 @@ class LiveSource(FrameSource):
                     cap.release()
                     cap = None
                     self._error = f"cannot open stream {self.spec!r}"
-                    if time.monotonic() - last_frame > self.policy.give_up_s:
-                        break
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.policy.max_s)
+            if cap is not None:
+                ok, img = cap.read()
+                if ok:
+                    if lost:
+                        lost = False
+                        self.reconnects += 1
+                        log.warning("reconnected to %s", self.spec)
+                    backoff = self.policy.initial_s
+                    last_frame = time.monotonic()
+                    self._connected_once.set()
+                    with self._cond:
+                        if self._latest is not None:
+                            self.dropped += 1  # the consumer never saw the previous frame
+                        self._latest = (img, time.perf_counter())
+                        self._cond.notify_all()
                     continue
-                if self._connected_once.is_set():
-                    self.reconnects += 1
-                    log.warning("reconnected to %s", self.spec)
-            ok, img = cap.read()
-            if not ok:
                 cap.release()
                 cap = None
-                log.warning("stream %s broke; reconnecting", self.spec)
-                continue
-            backoff = self.policy.initial_s
-            last_frame = time.monotonic()
-            self._connected_once.set()
-            with self._cond:
-                if self._latest is not None:
-                    self.dropped += 1  # the consumer never saw the previous frame
-                self._latest = (img, time.perf_counter())
-                self._cond.notify_all()
+                if self._connected_once.is_set() and not lost:
+                    log.warning("stream %s broke; reconnecting", self.spec)
+            lost = self._connected_once.is_set()
+            left = self.policy.give_up_s - (time.monotonic() - last_frame)
+            if left <= 0:
+                self.gave_up = True
+                break
+            self._stop.wait(min(backoff, left))
+            backoff = min(backoff * 2, self.policy.max_s)
         if cap is not None:
             cap.release()
         with self._cond:
             self._ended = True
             self._cond.notify_all()
 
-    def frames(self) -> Iterator[Frame]:
+    def frames(self) -> Generator[Frame, None, None]:
         index, start = 0, time.monotonic()
         try:
             while True:
                 with self._cond:
-                    while self._latest is None and not self._ended:
+                    while self._latest is None and not self._ended and not self._stop.is_set():
                         self._cond.wait(0.5)
                     if self._latest is None:
                         return
@@ -287,7 +357,11 @@ class LiveSource(FrameSource):
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5)
+            self._thread.join()
+        with self._cond:
+            if self._latest is not None:  # read but never delivered: dropped
+                self.dropped += 1
+                self._latest = None
 
 
 def open_source(
