@@ -1,7 +1,8 @@
-"""Per-stage latency, throughput, peak memory and mask agreement of every runtime.
+"""Per-stage latency, throughput, memory and mask agreement of every runtime.
 
 The original-code-equivalent baseline (torch eager fp32 with the original explicit
-attention) always runs first, so every ratio comes from one run on one machine. With a
+attention) is set up first and every runtime is timed in the same run, in rounds taken in
+turn (round-robin), so that the machine's drift and load fall on all of them alike. With a
 refiner, each box count also times the refiner on the crops the predictor builds, and the
 masks compared are the predictor's final (refined) masks.
 
@@ -57,20 +58,27 @@ class BenchConfig:
 
 @dataclass
 class StageStats:
+    """Over a stage's iterations: p50 and p95 in ms, and the spread, the interquartile
+    range in % of p50."""
+
     p50_ms: float
     p95_ms: float
+    spread_pct: float = 0.0
 
     @staticmethod
     def of(times_s: Sequence[float]) -> StageStats:
         ms = np.asarray(times_s) * 1e3
-        return StageStats(float(np.percentile(ms, 50)), float(np.percentile(ms, 95)))
+        p25, p50, p75, p95 = (float(x) for x in np.percentile(ms, [25, 50, 75, 95]))
+        return StageStats(p50, p95, 100.0 * (p75 - p25) / p50 if p50 > 0 else 0.0)
 
 
 @dataclass
 class RuntimeResult:
     """One runtime; per-box-count stages keyed by N. ``refiner``: ``backend.refine`` on the
     crops of N boxes (empty without a refiner); ``postprocess``: masks from the decoder's
-    logits, or with a refiner the predictor's crop building and pasting."""
+    logits, or with a refiner the predictor's crop building and pasting. ``rss_added_mib``:
+    resident memory added by the runtime's set-up and first pass; ``rounds``: timed
+    iterations."""
 
     name: str
     description: str
@@ -79,43 +87,12 @@ class RuntimeResult:
     encoder: StageStats
     decoder: dict[int, StageStats]
     postprocess: dict[int, StageStats]
-    peak_rss_mib: float
+    rss_added_mib: float
     embedding_rel_err: float
     mask_iou: dict[int, float]
     throughput_fps: dict[int, float] = field(default_factory=dict)
     refiner: dict[int, StageStats] = field(default_factory=dict)
-
-
-def _timed(fn: Callable[[], Any], iters: int, warmup: int) -> tuple[list[float], Any]:
-    out = None
-    for _ in range(warmup):
-        out = fn()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return times, out
-
-
-def reset_peak_rss() -> None:
-    """Reset the kernel's peak-RSS counter (VmHWM) of this process, where Linux allows."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rounds: int = 0
 
 
 def bench_boxes(image_hw: tuple[int, int], n: int, seed: int) -> NDArray[np.float32]:
@@ -127,93 +104,113 @@ def bench_boxes(image_hw: tuple[int, int], n: int, seed: int) -> NDArray[np.floa
     return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
 
 
-def refined_stages(
-    predictor: AmodalPredictor,
-    recorder: RecordingBackend,
-    boxes: NDArray[np.float32],
-    cfg: BenchConfig,
-) -> tuple[list[float], list[float], NDArray[np.bool_]]:
-    """The refiner's stages for (N, 4) XYXY image-pixel ``boxes`` through ``predictor``
-    (over ``recorder``, its image already set): seconds of ``refine`` on the crops the
-    predictor builds, seconds of the predictor's own crop building and pasting per call,
-    and its final (N, H, W) masks."""
-    for _ in range(cfg.warmup):
-        predictor.predict(boxes)
-    preds = [predictor.predict(boxes) for _ in range(cfg.iters)]
-    assert recorder.crops is not None
-    ref_t, _ = _timed(partial(recorder.inner.refine, recorder.crops), cfg.iters, cfg.warmup)
-    return ref_t, [p.speed["postprocess"] / 1e3 for p in preds], preds[-1].masks
+def current_rss_mib() -> float:
+    """Resident memory of this process now (VmRSS), MiB; 0 where /proc has none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
 
 
-def run_backend(
-    name: str,
-    make: Callable[[], Backend],
-    image: NDArray[np.uint8],
-    cfg: BenchConfig,
-    reference: dict[str, Any] | None,
-) -> tuple[RuntimeResult, dict[str, Any]]:
-    """Benchmark one runtime; ``reference`` holds the baseline's outputs (None: this is it)."""
-    reset_peak_rss()
-    t0 = time.perf_counter()
-    backend = make()
-    setup = time.perf_counter() - t0
-    h, w = image.shape[:2]
-    s = backend.img_size
-    pre_t, pixels = _timed(partial(resize_pixels, image, s), cfg.iters, cfg.warmup)
-    enc_t, emb = _timed(partial(backend.encode, pixels), cfg.iters, cfg.warmup)
-    outputs: dict[str, Any] = {"embedding": emb, "masks": {}}
-    dec, post, refine, ious, fps = {}, {}, {}, {}, {}
-    scale = np.array([s / w, s / h, s / w, s / h], np.float32)
-    # The refiner's stages run through the app's own path (decoder -> crops -> refine -> paste).
-    recorder = RecordingBackend(backend)
-    predictor = AmodalPredictor(recorder)
-    if backend.has_refiner:
-        predictor.set_image(image)
-    for n in cfg.box_counts:
-        boxes = bench_boxes((h, w), n, cfg.seed)
-        dec_t, out = _timed(partial(backend.decode, emb, boxes * scale), cfg.iters, cfg.warmup)
-        ref_t: list[float] = []
-        if backend.has_refiner:
-            ref_t, post_t, masks = refined_stages(predictor, recorder, boxes, cfg)
-            refine[n] = StageStats.of(ref_t)
-        else:
-            post_t, (masks, _) = _timed(
-                partial(best_masks, out.low_res_logits, out.iou_predictions, (h, w)),
-                cfg.iters,
-                cfg.warmup,
-            )
-        dec[n], post[n] = StageStats.of(dec_t), StageStats.of(post_t)
-        outputs["masks"][n] = masks
-        if reference is not None:
-            ref_masks = reference["masks"][n]
-            ious[n] = float(
-                np.mean([mask_iou(a, b) for a, b in zip(masks, ref_masks, strict=True)])
-            )
-        else:
-            ious[n] = 1.0
-        stages = (pre_t, enc_t, dec_t, post_t) + ((ref_t,) if ref_t else ())
-        fps[n] = float(1.0 / sum(float(np.median(t)) for t in stages))
-    if reference is not None:
-        ref_emb = reference["embedding"]
-        rel = float(np.abs(emb - ref_emb).max() / np.abs(ref_emb).max())
-    else:
+class _Runtime:
+    """One runtime under test, set up once; :meth:`round` times one pass of every stage
+    (preprocess, encoder, then per box count the decoder, and the refiner or the masks'
+    postprocessing), so :func:`run_bench` can take the runtimes' rounds in turn."""
+
+    def __init__(
+        self, name: str, make: Callable[[], Backend], image: NDArray[np.uint8], cfg: BenchConfig
+    ) -> None:
+        self.name, self.image, self.cfg = name, image, cfg
+        rss = current_rss_mib()
+        t0 = time.perf_counter()
+        self.backend = make()
+        self.setup_s = time.perf_counter() - t0
+        h, w = image.shape[:2]
+        s = self.backend.img_size
+        self.scale = np.array([s / w, s / h, s / w, s / h], np.float32)
+        self.boxes = {n: bench_boxes((h, w), n, cfg.seed) for n in cfg.box_counts}
+        # The refiner's stages run through the app's own path (decoder -> crops -> refine
+        # -> paste).
+        self.recorder = RecordingBackend(self.backend)
+        self.predictor = AmodalPredictor(self.recorder)
+        if self.backend.has_refiner:
+            self.predictor.set_image(image)
+        self.times: dict[str, list[float]] = {}
+        self.outputs: dict[str, Any] = {"masks": {}}
+        self.round(record=cfg.warmup == 0)  # the first pass: set-up work the runtime defers
+        self.rss_added_mib = current_rss_mib() - rss
+        for _ in range(cfg.warmup - 1):
+            self.round(record=False)
+
+    def _time(self, key: str, record: bool, fn: Callable[[], Any]) -> Any:
+        t = time.perf_counter()
+        out = fn()
+        if record:
+            self.times.setdefault(key, []).append(time.perf_counter() - t)
+        return out
+
+    def round(self, record: bool = True) -> None:
+        b, s = self.backend, self.backend.img_size
+        pixels = self._time("preprocess", record, partial(resize_pixels, self.image, s))
+        emb = self._time("encoder", record, partial(b.encode, pixels))
+        self.outputs["embedding"] = emb
+        for n, boxes in self.boxes.items():
+            out = self._time(f"decoder/{n}", record, partial(b.decode, emb, boxes * self.scale))
+            if b.has_refiner:
+                pred = self.predictor.predict(boxes)
+                assert self.recorder.crops is not None
+                self._time(f"refiner/{n}", record, partial(b.refine, self.recorder.crops))
+                if record:
+                    self.times.setdefault(f"postprocess/{n}", []).append(
+                        pred.speed["postprocess"] / 1e3
+                    )
+                masks = pred.masks
+            else:
+                hw = self.image.shape[:2]
+                fn = partial(best_masks, out.low_res_logits, out.iou_predictions, hw)
+                masks, _ = self._time(f"postprocess/{n}", record, fn)
+            self.outputs["masks"][n] = masks
+
+    def result(self, reference: dict[str, Any] | None) -> RuntimeResult:
+        """Figures of the recorded rounds; ``reference``: the baseline's outputs (None: this
+        is the baseline)."""
+        t = self.times
+        counts = self.cfg.box_counts
+        ious, fps = {}, {}
+        for n in counts:
+            if reference is None:
+                ious[n] = 1.0
+            else:
+                pairs = zip(self.outputs["masks"][n], reference["masks"][n], strict=True)
+                ious[n] = float(np.mean([mask_iou(a, b) for a, b in pairs]))
+            keys = ["preprocess", "encoder", f"decoder/{n}", f"postprocess/{n}"]
+            keys += [f"refiner/{n}"] if f"refiner/{n}" in t else []
+            fps[n] = float(1.0 / sum(float(np.median(t[k])) for k in keys))
         rel = 0.0
-    result = RuntimeResult(
-        name=name,
-        description=backend.describe(),
-        setup_s=setup,
-        preprocess=StageStats.of(pre_t),
-        encoder=StageStats.of(enc_t),
-        decoder=dec,
-        postprocess=post,
-        peak_rss_mib=peak_rss_mib(),
-        embedding_rel_err=rel,
-        mask_iou=ious,
-        throughput_fps=fps,
-        refiner=refine,
-    )
-    backend.close()
-    return result, outputs
+        if reference is not None:
+            emb, ref_emb = self.outputs["embedding"], reference["embedding"]
+            rel = float(np.abs(emb - ref_emb).max() / np.abs(ref_emb).max())
+        return RuntimeResult(
+            name=self.name,
+            description=self.backend.describe(),
+            setup_s=self.setup_s,
+            preprocess=StageStats.of(t["preprocess"]),
+            encoder=StageStats.of(t["encoder"]),
+            decoder={n: StageStats.of(t[f"decoder/{n}"]) for n in counts},
+            postprocess={n: StageStats.of(t[f"postprocess/{n}"]) for n in counts},
+            rss_added_mib=self.rss_added_mib,
+            embedding_rel_err=rel,
+            mask_iou=ious,
+            throughput_fps=fps,
+            refiner={n: StageStats.of(t[f"refiner/{n}"]) for n in counts if f"refiner/{n}" in t},
+            rounds=len(t["encoder"]),
+        )
+
+    def close(self) -> None:
+        self.backend.close()
 
 
 def candidate_runtimes(
@@ -337,18 +334,39 @@ def run_bench(
 
     if threads:
         torch.set_num_threads(threads)
+    runtimes: list[_Runtime] = []
+
+    def failed(rt_name: str, exc: Exception) -> None:
+        # One runtime failing must not lose the others' figures.
+        progress(f"  {rt_name} failed: {type(exc).__name__}: {exc}")
+
+    for name, make in candidate_runtimes(model, export_dir, wanted, threads):
+        progress(f"setting up {name} ...")
+        try:
+            runtimes.append(_Runtime(name, make, image, cfg))
+        except Exception as exc:
+            failed(name, exc)
+    # Round-robin: every runtime's k-th iteration falls in the same stretch of time, so
+    # the machine's drift and other load fall on all of them alike; the order turns each
+    # round so that no runtime always follows the same one.
+    for k in range(cfg.iters - (cfg.warmup == 0)):
+        progress(f"round {k + 1 + (cfg.warmup == 0)} of {cfg.iters}")
+        turn = k % max(len(runtimes), 1)
+        for rt in runtimes[turn:] + runtimes[:turn]:
+            try:
+                rt.round()
+            except Exception as exc:
+                failed(rt.name, exc)
+                runtimes.remove(rt)
     results: list[RuntimeResult] = []
     reference: dict[str, Any] | None = None
-    for name, make in candidate_runtimes(model, export_dir, wanted, threads):
-        progress(f"benchmarking {name} ...")
-        try:
-            res, outputs = run_backend(name, make, image, cfg, reference)
-        except Exception as exc:  # one runtime failing must not lose the others' figures
-            progress(f"  {name} failed: {type(exc).__name__}: {exc}")
-            continue
-        if reference is None:
-            reference = outputs
-        results.append(res)
+    for rt in runtimes:
+        results.append(rt.result(reference))
+        if rt.name == BASELINE:
+            reference = rt.outputs
+        rt.close()
+    if not results or results[0].name != BASELINE:
+        raise RuntimeError(f"the baseline ({BASELINE}) failed; no ratios without it")
     base = results[0]
     ratios = {
         r.name: {
@@ -371,18 +389,24 @@ def run_bench(
     }
 
 
+def _cell(stats: Mapping[str, float], digits: int = 1) -> str:
+    """``p50 (IQR %)`` of a stage."""
+    return f"{stats['p50_ms']:.{digits}f} ({stats.get('spread_pct', 0.0):.0f} %)"
+
+
 def markdown_table(report: dict[str, Any]) -> str:
-    """One row per runtime. With a refiner each decoder cell reads ``decoder + refiner``
-    (p50 ms of ``decode`` and of ``refine`` for the same N boxes)."""
+    """One row per runtime, p50 ms with the interquartile range in % of it. With a refiner
+    each decoder cell reads ``decoder + refiner`` (p50 ms of ``decode`` and of ``refine``
+    for the same N boxes)."""
     counts = report["config"]["box_counts"]
     refined = any(r.get("refiner") for r in report["results"])
     stage = "decoder + refiner" if refined else "decoder"
     head = (
-        "| runtime | encoder p50/p95 ms | "
+        "| runtime | encoder p50 ms (IQR) | "
         + " | ".join(f"{stage} N={n} p50 ms" for n in counts)
         + " | enc × | "
         + " | ".join(f"dec{n} ×" for n in counts)
-        + f" | mask IoU (N={counts[-1]}) | emb rel err | FPS (N={counts[-1]}) | peak RSS MiB |"
+        + f" | mask IoU (N={counts[-1]}) | emb rel err | FPS (N={counts[-1]}) | RSS added MiB |"
     )
     sep = "|" + "---|" * (head.count("|") - 1)
     rows = [head, sep]
@@ -391,17 +415,17 @@ def markdown_table(report: dict[str, Any]) -> str:
         last = str(counts[-1]) if str(counts[-1]) in r["decoder"] else counts[-1]
         cells = []
         for k in r["decoder"]:
-            cell = f"{r['decoder'][k]['p50_ms']:.1f}"
+            cell = _cell(r["decoder"][k])
             if r.get("refiner"):
-                cell += f" + {r['refiner'][k]['p50_ms']:.1f}"
+                cell += " + " + _cell(r["refiner"][k])
             cells.append(cell)
         rows.append(
-            f"| {r['name']} | {r['encoder']['p50_ms']:.0f} / {r['encoder']['p95_ms']:.0f} | "
+            f"| {r['name']} | {_cell(r['encoder'], 0)} | "
             + " | ".join(cells)
             + f" | {ratio['encoder']:.1f} | "
             + " | ".join(f"{ratio[f'decoder_{n}']:.1f}" for n in counts)
             + f" | {r['mask_iou'][last]:.3f} | {r['embedding_rel_err']:.1e}"
-            + f" | {r['throughput_fps'][last]:.2f} | {r['peak_rss_mib']:.0f} |"
+            + f" | {r['throughput_fps'][last]:.2f} | {r['rss_added_mib']:.0f} |"
         )
     return "\n".join(rows)
 

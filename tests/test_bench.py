@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,7 +45,8 @@ def test_bench_reports_every_stage_against_the_baseline(tmp_path: Path) -> None:
     assert base["mask_iou"] == {1: 1.0, 3: 1.0}
     assert ort["mask_iou"][3] > 0.99 and ort["embedding_rel_err"] < 1e-4
     for r in report["results"]:
-        assert r["encoder"]["p50_ms"] > 0 and r["peak_rss_mib"] > 0
+        assert r["encoder"]["p50_ms"] > 0 and r["rounds"] == 2
+        assert np.isfinite(r["rss_added_mib"]) and r["encoder"]["spread_pct"] >= 0
         assert set(r["decoder"]) == {1, 3} and r["throughput_fps"][3] > 0
     assert report["speedup_vs_baseline"][BASELINE]["encoder"] == pytest.approx(1.0)
     table = markdown_table(report)
@@ -93,6 +95,26 @@ class Logged(RecordingBackend):
     def _decode(self, embedding: NDArray[np.float32], boxes: NDArray[np.float32]) -> DecoderOutput:
         self.log.append((self.tag, "decode"))
         return super()._decode(embedding, boxes)
+
+
+def test_bench_takes_the_runtimes_rounds_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    log: list[tuple[str, str]] = []
+    model = seeded_tiny()
+
+    def runtime(tag: str) -> Any:
+        return lambda: Logged(TorchBackend(model, "fp32", "cpu", "explicit"), tag, log)
+
+    monkeypatch.setattr(
+        "edge_sameo.bench.candidate_runtimes",
+        lambda *a, **k: [(BASELINE, runtime("a")), ("other", runtime("b"))],
+    )
+    cfg = BenchConfig(box_counts=(2,), iters=5, warmup=1)
+    report = run_bench(model, reference_image(96, 128, 1), cfg, progress=lambda _: None)
+    encodes = "".join(tag for tag, stage in log if stage == "encode")
+    # Set-up with a warm-up pass each, then five rounds, the order turning every round.
+    assert encodes == "ab" + "ab" + "ba" + "ab" + "ba" + "ab"
+    assert [r["rounds"] for r in report["results"]] == [5, 5]
+    assert report["results"][1]["mask_iou"][2] == 1.0  # the same model on both
 
 
 def test_compare_reports_both_models_per_box_count(tmp_path: Path) -> None:

@@ -19,9 +19,11 @@ def register(sub: Any) -> None:
         "bench",
         help="benchmark every available runtime against the original-code baseline",
         description="Per stage (preprocess, encoder, decoder for N boxes, refiner for N boxes "
-        "when the model has one, postprocess) and per runtime × precision: p50/p95 latency, "
-        "throughput, peak memory and agreement of the final masks with torch eager fp32 (the "
-        "original code's computation), which always runs first. With --baseline, instead: the "
+        "when the model has one, postprocess) and per runtime × precision: p50 latency and "
+        "its spread (IQR), throughput, memory added and agreement of the final masks with "
+        "torch eager fp32 (the original code's computation). Runtimes are set up once and "
+        "timed in rounds taken in turn, so machine noise falls on all alike (use --iters 5 "
+        "or more to rank them). With --baseline, instead: the "
         "two models side by side on each runtime, whole frames (set_image + predict of N boxes) "
         "taken in turn, and the ratio of --model's cost to --baseline's.",
     )

@@ -25,10 +25,10 @@ from edge_sameo.errors import InputError, Interrupted
 from edge_sameo.predictor import AmodalPredictor
 from edge_sameo.stream.annotate import annotate
 from edge_sameo.stream.detectors import Detector
+from edge_sameo.stream.memory import TRIM_EVERY, release_free_memory
 from edge_sameo.stream.pipeline import FrameResult, StreamConfig, stream
 from edge_sameo.stream.sinks import CocoResultsSink, JsonlSink, VideoSink
 from edge_sameo.stream.sources import FrameSource
-from edge_sameo.stream.memory import TRIM_EVERY, release_free_memory
 
 log = logging.getLogger(__name__)
 
