@@ -312,6 +312,111 @@ def isa_flags() -> dict[str, bool]:
     return {}
 
 
+def cpu_clock_ghz() -> float | None:
+    """The clock the kernel reports (``cpu MHz`` of ``/proc/cpuinfo``; in a VM the host's
+    nominal clock), GHz; None where it reports none."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) / 1e3
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _vendor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def flops_per_cycle(isa: Mapping[str, bool], vendor: str) -> dict[str, int]:
+    """Nominal FLOP per cycle per core (an FMA counts 2) by precision, from the ISA flags:
+    AVX2 + FMA: two 256-bit FMA pipes, 32 fp32; AVX-512: 64 on Intel (two 512-bit FMA
+    units), 32 on AMD Zen 4 (512-bit instructions on 256-bit pipes); ``avx512_bf16``
+    doubles the fp32 rate for bf16 dot products; AMX: 1024 bf16 per cycle (Intel's
+    figure for one tile unit)."""
+    if isa.get("avx512f"):
+        fp32 = 32 if vendor == "AuthenticAMD" else 64
+    elif isa.get("avx2"):
+        fp32 = 32
+    else:
+        fp32 = 8  # SSE: two 128-bit pipes, no FMA
+    rates = {"fp32": fp32, "bf16": fp32}
+    if isa.get("avx512_bf16"):
+        rates["bf16"] = 2 * fp32
+    if isa.get("amx_bf16"):
+        rates["bf16"] = 1024
+    return rates
+
+
+def machine_peak(threads: int | None = None) -> dict[str, Any]:
+    """The CPU's nominal peak GFLOP/s for fp32 and bf16 over ``threads`` cores (default:
+    all): cores × clock × :func:`flops_per_cycle`. Empty where the clock is unknown."""
+    import os
+
+    ghz = cpu_clock_ghz()
+    if ghz is None:
+        return {}
+    cores = threads or os.cpu_count() or 1
+    rates = flops_per_cycle(isa_flags(), _vendor())
+    return {
+        "ghz": round(ghz, 3),
+        "cores": cores,
+        "flops_per_cycle": rates,
+        "gflops": {k: round(cores * ghz * v, 1) for k, v in rates.items()},
+    }
+
+
+def stage_flops(
+    backend: Backend, image: NDArray[np.uint8], box_counts: Sequence[int], seed: int
+) -> dict[str, float]:
+    """FLOP of the encoder and of the decoder per box count, counted by torch's
+    ``FlopCounterMode`` on a torch ``backend`` (matrix products and convolutions; the
+    element-wise rest is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(fn: Callable[[], Any]) -> tuple[float, Any]:
+        with FlopCounterMode(display=False) as counter:
+            out = fn()
+        return float(counter.get_total_flops()), out
+
+    h, w = image.shape[:2]
+    s = backend.img_size
+    scale = np.array([s / w, s / h, s / w, s / h], np.float32)
+    flops: dict[str, float] = {}
+    flops["encoder"], emb = count(partial(backend.encode, resize_pixels(image, s)))
+    for n in box_counts:
+        boxes = bench_boxes((h, w), n, seed) * scale
+        flops[f"decoder/{n}"], _ = count(partial(backend.decode, emb, boxes))
+    return flops
+
+
+def efficiency(
+    result: RuntimeResult, flops: Mapping[str, float], peak: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Achieved GFLOP/s of the encoder and each decoder row at p50, and its share of the
+    peak of the precision the stage runs in (bf16 where the runtime's name says so)."""
+    name = result.name
+    enc_prec = "bf16" if "bf16" in name else "fp32"
+    dec_prec = "fp32" if "fp32 dec" in name else enc_prec
+    rows = {"encoder": (result.encoder, enc_prec)}
+    rows |= {f"decoder/{n}": (st, dec_prec) for n, st in result.decoder.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for key, (stats, prec) in rows.items():
+        if key not in flops or stats.p50_ms <= 0:
+            continue
+        gflops = flops[key] / (stats.p50_ms * 1e6)
+        top = peak.get("gflops", {}).get(prec)
+        share = round(100 * gflops / top, 1) if top else None
+        out[key] = {"gflops": round(gflops, 2), "pct_of_peak": share, "peak": prec}
+    return out
+
+
 def machine_report() -> dict[str, Any]:
     """:func:`machine_info` plus the torch version and its thread count."""
     import torch
@@ -346,6 +451,9 @@ def run_bench(
             runtimes.append(_Runtime(name, make, image, cfg))
         except Exception as exc:
             failed(name, exc)
+    flops: dict[str, float] = {}
+    if runtimes and runtimes[0].name == BASELINE:
+        flops = stage_flops(runtimes[0].backend, image, cfg.box_counts, cfg.seed)
     # Round-robin: every runtime's k-th iteration falls in the same stretch of time, so
     # the machine's drift and other load fall on all of them alike; the order turns each
     # round so that no runtime always follows the same one.
@@ -368,6 +476,7 @@ def run_bench(
     if not results or results[0].name != BASELINE:
         raise RuntimeError(f"the baseline ({BASELINE}) failed; no ratios without it")
     base = results[0]
+    peak = machine_peak(threads)
     ratios = {
         r.name: {
             "encoder": base.encoder.p50_ms / r.encoder.p50_ms,
@@ -379,13 +488,16 @@ def run_bench(
     }
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_report(),
+        "machine": {**machine_report(), "isa": isa_flags()},
         "model": model.config.name,
         "image_hw": list(image.shape[:2]),
         "config": asdict(cfg),
         "baseline": BASELINE,
         "results": [asdict(r) for r in results],
         "speedup_vs_baseline": ratios,
+        "flops": flops,
+        "peak": peak,
+        "efficiency": {r.name: efficiency(r, flops, peak) for r in results},
     }
 
 
@@ -406,12 +518,14 @@ def markdown_table(report: dict[str, Any]) -> str:
         + " | ".join(f"{stage} N={n} p50 ms" for n in counts)
         + " | enc × | "
         + " | ".join(f"dec{n} ×" for n in counts)
-        + f" | mask IoU (N={counts[-1]}) | emb rel err | FPS (N={counts[-1]}) | RSS added MiB |"
+        + f" | mask IoU (N={counts[-1]}) | emb rel err | FPS (N={counts[-1]}) | RSS added MiB"
+        + f" | enc GFLOP/s (% peak) | dec{counts[-1]} GFLOP/s (% peak) |"
     )
     sep = "|" + "---|" * (head.count("|") - 1)
     rows = [head, sep]
     for r in report["results"]:
         ratio = report["speedup_vs_baseline"][r["name"]]
+        eff = report.get("efficiency", {}).get(r["name"], {})
         last = str(counts[-1]) if str(counts[-1]) in r["decoder"] else counts[-1]
         cells = []
         for k in r["decoder"]:
@@ -425,9 +539,27 @@ def markdown_table(report: dict[str, Any]) -> str:
             + f" | {ratio['encoder']:.1f} | "
             + " | ".join(f"{ratio[f'decoder_{n}']:.1f}" for n in counts)
             + f" | {r['mask_iou'][last]:.3f} | {r['embedding_rel_err']:.1e}"
-            + f" | {r['throughput_fps'][last]:.2f} | {r['rss_added_mib']:.0f} |"
+            + f" | {r['throughput_fps'][last]:.2f} | {r['rss_added_mib']:.0f}"
+            + f" | {_gflops(eff.get('encoder'))} | {_gflops(eff.get(f'decoder/{counts[-1]}'))} |"
         )
-    return "\n".join(rows)
+    return "\n".join(rows) + _peak_line(report.get("peak", {}))
+
+
+def _gflops(e: Mapping[str, Any] | None) -> str:
+    if not e:
+        return "–"
+    share = f" ({e['pct_of_peak']:.0f} % {e['peak']})" if e.get("pct_of_peak") is not None else ""
+    return f"{e['gflops']:.1f}{share}"
+
+
+def _peak_line(peak: Mapping[str, Any]) -> str:
+    if not peak:
+        return ""
+    g = peak["gflops"]
+    return (
+        f"\n\npeak: {peak['cores']} cores × {peak['ghz']:.2f} GHz × FLOP/cycle "
+        f"{peak['flops_per_cycle']} = fp32 {g['fp32']:.0f}, bf16 {g['bf16']:.0f} GFLOP/s"
+    )
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -49,8 +49,13 @@ def test_bench_reports_every_stage_against_the_baseline(tmp_path: Path) -> None:
         assert np.isfinite(r["rss_added_mib"]) and r["encoder"]["spread_pct"] >= 0
         assert set(r["decoder"]) == {1, 3} and r["throughput_fps"][3] > 0
     assert report["speedup_vs_baseline"][BASELINE]["encoder"] == pytest.approx(1.0)
-    table = markdown_table(report)
+    table, peak = markdown_table(report).split("\n\npeak: ")
     assert table.count("\n") == len(names) + 1 and "onnxruntime fp32" in table
+    # Achieved GFLOP/s from torch's FLOP count, against the CPU's nominal peak.
+    assert report["flops"]["encoder"] > 0 and report["flops"]["decoder/3"] > 0
+    assert report["peak"]["gflops"]["fp32"] > 0 and "GFLOP/s" in peak
+    eff = report["efficiency"][BASELINE]
+    assert 0 < eff["encoder"]["pct_of_peak"] < 100 and eff["decoder/3"]["gflops"] > 0
     paths = write_report(report, tmp_path)
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
 
@@ -111,8 +116,9 @@ def test_bench_takes_the_runtimes_rounds_in_turn(monkeypatch: pytest.MonkeyPatch
     cfg = BenchConfig(box_counts=(2,), iters=5, warmup=1)
     report = run_bench(model, reference_image(96, 128, 1), cfg, progress=lambda _: None)
     encodes = "".join(tag for tag, stage in log if stage == "encode")
-    # Set-up with a warm-up pass each, then five rounds, the order turning every round.
-    assert encodes == "ab" + "ab" + "ba" + "ab" + "ba" + "ab"
+    # Set-up with a warm-up pass each, the FLOP count on the baseline, then five rounds,
+    # the order turning every round.
+    assert encodes == "ab" + "a" + "ab" + "ba" + "ab" + "ba" + "ab"
     assert [r["rounds"] for r in report["results"]] == [5, 5]
     assert report["results"][1]["mask_iou"][2] == 1.0  # the same model on both
 
