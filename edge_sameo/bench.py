@@ -396,6 +396,18 @@ def stage_flops(
     return flops
 
 
+def vs_peers(result: RuntimeResult, peers: Sequence[Any]) -> dict[str, dict[int, float]]:
+    """Per peer and box count: the peer's frame p50 over this runtime's (preprocess +
+    encoder + decoder + refiner + postprocess p50s), > 1 where this runtime is faster."""
+    out = {}
+    for peer in peers:
+        out[peer.name] = {
+            n: float(np.median(peer.times[f"frame/{n}"])) * result.throughput_fps[n]
+            for n in result.throughput_fps
+        }
+    return out
+
+
 def efficiency(
     result: RuntimeResult, flops: Mapping[str, float], peak: Mapping[str, Any]
 ) -> dict[str, dict[str, Any]]:
@@ -432,9 +444,11 @@ def run_bench(
     wanted: Sequence[str] | None = None,
     progress: Callable[[str], None] = print,
     threads: int | None = None,
+    peers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Benchmark every runtime (``threads``: one count for torch, ONNX Runtime and
-    OpenVINO alike, so the comparison stays fair on a shared machine)."""
+    OpenVINO alike, so the comparison stays fair on a shared machine) and the ``peers``
+    (:mod:`edge_sameo.bench_peers`) in the same rounds."""
     import torch
 
     if threads:
@@ -451,6 +465,16 @@ def run_bench(
             runtimes.append(_Runtime(name, make, image, cfg))
         except Exception as exc:
             failed(name, exc)
+    others: list[Any] = []
+    for peer in peers:
+        from edge_sameo.bench_peers import make_peer
+
+        progress(f"setting up {peer} ...")
+        try:
+            boxes = {n: bench_boxes(image.shape[:2], n, cfg.seed) for n in cfg.box_counts}
+            others.append(make_peer(peer, image, boxes))
+        except Exception as exc:
+            failed(peer, exc)
     flops: dict[str, float] = {}
     if runtimes and runtimes[0].name == BASELINE:
         flops = stage_flops(runtimes[0].backend, image, cfg.box_counts, cfg.seed)
@@ -459,13 +483,17 @@ def run_bench(
     # round so that no runtime always follows the same one.
     for k in range(cfg.iters - (cfg.warmup == 0)):
         progress(f"round {k + 1 + (cfg.warmup == 0)} of {cfg.iters}")
-        turn = k % max(len(runtimes), 1)
-        for rt in runtimes[turn:] + runtimes[:turn]:
+        timed = runtimes + others
+        turn = k % max(len(timed), 1)
+        for rt in timed[turn:] + timed[:turn]:
             try:
                 rt.round()
             except Exception as exc:
                 failed(rt.name, exc)
-                runtimes.remove(rt)
+                (runtimes if rt in runtimes else others).remove(rt)
+    if cfg.warmup == 0:
+        for peer in others:  # its set-up pass was not recorded: one more round
+            peer.round()
     results: list[RuntimeResult] = []
     reference: dict[str, Any] | None = None
     for rt in runtimes:
@@ -473,6 +501,8 @@ def run_bench(
         if rt.name == BASELINE:
             reference = rt.outputs
         rt.close()
+    for peer in others:
+        peer.close()
     if not results or results[0].name != BASELINE:
         raise RuntimeError(f"the baseline ({BASELINE}) failed; no ratios without it")
     base = results[0]
@@ -498,6 +528,8 @@ def run_bench(
         "flops": flops,
         "peak": peak,
         "efficiency": {r.name: efficiency(r, flops, peak) for r in results},
+        "peers": [peer.report() for peer in others],
+        "vs_peers": {r.name: vs_peers(r, others) for r in results},
     }
 
 
@@ -542,7 +574,28 @@ def markdown_table(report: dict[str, Any]) -> str:
             + f" | {r['throughput_fps'][last]:.2f} | {r['rss_added_mib']:.0f}"
             + f" | {_gflops(eff.get('encoder'))} | {_gflops(eff.get(f'decoder/{counts[-1]}'))} |"
         )
-    return "\n".join(rows) + _peak_line(report.get("peak", {}))
+    return "\n".join(rows) + _peak_line(report.get("peak", {})) + _peer_table(report)
+
+
+def _peer_table(report: dict[str, Any]) -> str:
+    """Frame p50 of each peer, and each runtime's speed-up over it (its frame p50 over
+    ours) per box count."""
+    peers = report.get("peers") or []
+    if not peers:
+        return ""
+    counts = report["config"]["box_counts"]
+    lines = ["", ""]
+    for peer in peers:
+        frames = ", ".join(f"N={n} {peer['stages'][f'frame/{n}']['p50_ms']:.0f} ms" for n in counts)
+        lines.append(f"peer {peer['name']}: frame p50 {frames} (set-up {peer['setup_s']:.1f} s)")
+    names = [peer["name"] for peer in peers]
+    head = "| runtime | " + " | ".join(f"× {m} N={n}" for m in names for n in counts) + " |"
+    lines += ["", head, "|" + "---|" * (head.count("|") - 1)]
+    for r in report["results"]:
+        ratio = report["vs_peers"][r["name"]]
+        cells = [f"{ratio[m][n]:.2f}" for m in names for n in counts]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _gflops(e: Mapping[str, Any] | None) -> str:

@@ -217,3 +217,26 @@ def test_cli_bench_baseline_errors(
     err = capsys.readouterr().err.strip()
     assert err.startswith("edge-sameo bench: error:") and message in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_times_the_ultralytics_mobilesam_peer_in_the_same_rounds() -> None:
+    cfg = BenchConfig(box_counts=(1, 2), iters=2, warmup=0)
+    report = run_bench(
+        seeded_tiny(),
+        reference_image(96, 128, 1),
+        cfg,
+        wanted=["torch-sdpa fp32"],
+        progress=lambda _: None,
+        peers=["ultralytics-mobilesam"],
+    )
+    (peer,) = report["peers"]
+    assert peer["name"].startswith("ultralytics MobileSAM")
+    for n in (1, 2):
+        frame = peer["stages"][f"frame/{n}"]
+        assert frame["p50_ms"] > peer["stages"]["encoder"]["p50_ms"] > 0
+        # ratio = the peer's frame over ours, for every runtime
+        for r in report["results"]:
+            mine = 1e3 / r["throughput_fps"][n]
+            got = report["vs_peers"][r["name"]][peer["name"]][n]
+            assert got == pytest.approx(frame["p50_ms"] / mine, rel=1e-6)
+    assert f"× {peer['name']} N=2" in markdown_table(report)

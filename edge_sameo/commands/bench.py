@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from edge_sameo.modeling import EfficientSam
 
 
+from edge_sameo.bench_peers import PEERS
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
@@ -41,6 +44,15 @@ def register(sub: Any) -> None:
         help="checkpoint to compare --model with, side by side in this run (writes "
         "compare.json and compare.md; --onnx applies to --model only)",
     )
+    p.add_argument(
+        "--peers",
+        nargs="?",
+        const="all",
+        choices=["all", *PEERS],
+        help="also time the pipelines users assemble elsewhere, in the same rounds: "
+        "ultralytics-mobilesam (ultralytics' SAM predictor, MobileSAM architecture, random "
+        "weights, torch fp32); reports each runtime's frame speed-up over them",
+    )
     p.add_argument("--out-dir", type=Path, default=Path("out/bench"))
     p.set_defaults(func=run)
 
@@ -63,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline:
         return compare(args, model, label, image, cfg)
     print(f"model: {label}; image {image.shape[1]}x{image.shape[0]}")
-    report = run_bench(model, image, cfg, args.onnx, args.only, threads=args.threads)
+    peers = PEERS if args.peers == "all" else (args.peers,) if args.peers else ()
+    report = run_bench(model, image, cfg, args.onnx, args.only, threads=args.threads, peers=peers)
     paths = write_report(report, args.out_dir)
     print(markdown_table(report))
     print("wrote " + ", ".join(str(p) for p in paths))
