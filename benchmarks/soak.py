@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from edge_sameo.commands.synth import parse_size
 from edge_sameo.stream.sources import SyntheticVideoSource
@@ -106,13 +107,28 @@ def soak(srv: MjpegServer, url: str, out: Path, args: argparse.Namespace) -> dic
     return {"exit_code": proc.returncode, "samples": samples, "stderr_tail": stderr[-2000:]}
 
 
+def rss_trend(
+    samples: list[tuple[float, float]], warmup: float, window: float = 60.0
+) -> tuple[float | None, float | None, float | None]:
+    """RSS after the warm-up and at the end, each the median of the samples of one
+    ``window`` (a single sample swings with the frames in flight and the heap trims), and
+    the least-squares slope after the warm-up in MiB per minute."""
+    after = [(t, mb) for t, mb in samples if t >= warmup]
+    if len(after) < 2:
+        return None, None, None
+    first = [mb for t, mb in after if t < warmup + window]
+    last = [mb for t, mb in after if t >= after[-1][0] - window]
+    t, mb = np.array(after).T
+    slope = float(np.polyfit(t / 60.0, mb, 1)[0])
+    return float(np.median(first)), float(np.median(last)), round(slope, 2)
+
+
 def report(
     result: dict[str, Any], served: int, out: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     samples = result["samples"]
     warmup = min(args.warmup_s, args.minutes * 60 / 2)
-    warm = next((mb for t, mb in samples if t >= warmup), None)
-    end = samples[-1][1] if samples else None
+    warm, end, slope = rss_trend(samples, warmup)
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     processed, dropped = summary.get("frames", 0), summary.get("dropped_frames", 0)
@@ -124,6 +140,7 @@ def report(
         "warmup_s": warmup,
         "rss_mb_end": end,
         "rss_growth_pct": round(100 * (end - warm) / warm, 2) if warm and end else None,
+        "rss_slope_mb_per_min": slope,
         "served": served,
         "processed": processed,
         "dropped": dropped,
@@ -162,9 +179,11 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(row, indent=1) + "\n")
     print(
-        f"{args.minutes:g} min, exit {row['exit_code']}: RSS {row['rss_mb_after_warmup']} MiB "
-        f"after {row['warmup_s']:g} s -> {row['rss_mb_end']} MiB at the end "
-        f"({row['rss_growth_pct']} %); served {row['served']} = processed {row['processed']} "
+        f"{args.minutes:g} min, exit {row['exit_code']}: RSS (median of a minute) "
+        f"{row['rss_mb_after_warmup']} MiB after {row['warmup_s']:g} s -> {row['rss_mb_end']} "
+        f"MiB in the last minute ({row['rss_growth_pct']} %, slope "
+        f"{row['rss_slope_mb_per_min']} MiB/min); served {row['served']} = processed "
+        f"{row['processed']} "
         f"+ dropped {row['dropped']} + unaccounted {row['unaccounted']}; "
         f"reconnects {row['reconnects']}; wrote {args.json}"
     )
