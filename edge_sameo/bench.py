@@ -465,10 +465,10 @@ def run_bench(
             runtimes.append(_Runtime(name, make, image, cfg))
         except Exception as exc:
             failed(name, exc)
+    from edge_sameo.bench_peers import make_peer
+
     others: list[Any] = []
     for peer in peers:
-        from edge_sameo.bench_peers import make_peer
-
         progress(f"setting up {peer} ...")
         try:
             boxes = {n: bench_boxes(image.shape[:2], n, cfg.seed) for n in cfg.box_counts}
