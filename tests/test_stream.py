@@ -21,6 +21,7 @@ from edge_sameo.stream import (
     CallableDetector,
     Detections,
     GroundTruthDetector,
+    KeyframeDetector,
     ObjectResult,
     ReconnectPolicy,
     ReplayDetector,
@@ -32,7 +33,7 @@ from edge_sameo.stream import (
 )
 from edge_sameo.stream.app import Outputs, run_app
 from edge_sameo.stream.detectors import from_ultralytics
-from edge_sameo.stream.sources import LiveSource, SyntheticVideoSource, VideoFileSource
+from edge_sameo.stream.sources import Frame, LiveSource, SyntheticVideoSource, VideoFileSource
 from edge_sameo.stream.temporal import TemporalFilter
 from tests.mjpeg_stream import MjpegServer, jpeg_frames, mjpeg_server
 
@@ -393,3 +394,35 @@ def test_stream_runs_give_free_heap_memory_back_on_glibc() -> None:
     blocks = [bytearray(1 << 20) for _ in range(32)]
     del blocks
     assert release_free_memory() is True
+
+
+class MovingBoxes:
+    """Two tracked boxes moving right by 5 and 50 px per frame; counts its calls."""
+
+    def __init__(self) -> None:
+        self.names = {0: "obj"}
+        self.calls: list[int] = []
+
+    def __call__(self, frame: Frame) -> Detections:
+        self.calls.append(frame.index)
+        i = frame.index
+        boxes = [[10 + 5 * i, 20, 40 + 5 * i, 60], [50 * i, 100, 50 * i + 30, 140]]
+        return Detections.make(boxes, track_ids=[7, 8], names=self.names)
+
+
+def test_keyframe_detector_carries_tracked_boxes_between_key_frames() -> None:
+    inner = MovingBoxes()
+    det = KeyframeDetector(inner, every=4)
+    image = np.zeros((200, 300, 3), np.uint8)
+    out = [det(Frame(i, i / 30, image)) for i in range(8)]
+    # key frames 0 and 4; on frame 6 the fast box is carried off the frame, so 7 is one too
+    assert inner.calls == [0, 4, 7]
+    # before a track has two key frames it stays put; after, it moves at its velocity
+    np.testing.assert_allclose(out[1].boxes[0], [10, 20, 40, 60])
+    for i in (5, 6):
+        np.testing.assert_allclose(out[i].boxes[0], [10 + 5 * i, 20, 40 + 5 * i, 60])
+    np.testing.assert_allclose(out[5].boxes[1], [250, 100, 280, 140])
+    np.testing.assert_allclose(out[6].boxes[1], [300, 100, 300, 140])  # clipped to the frame
+    assert list(out[5].track_ids) == [7, 8] and out[5].names == {0: "obj"}
+    with pytest.raises(InputError):
+        KeyframeDetector(inner, every=0)

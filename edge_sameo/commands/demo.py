@@ -20,7 +20,12 @@ DEMO_FILES = ("demo.mp4", "demo.jsonl", "demo_coco.json", "demo_summary.json")
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run the offline demo", description=__doc__)
     p.add_argument("--out-dir", type=Path, default=Path("out"), help="output folder (default: out)")
-    from edge_sameo.commands.run import add_model_args, positive_int, probability
+    from edge_sameo.commands.run import (
+        add_detect_every_arg,
+        add_model_args,
+        positive_int,
+        probability,
+    )
 
     p.add_argument("--frames", type=positive_int, default=150, help="frames of the synthetic video")
     p.add_argument("--seed", type=int, default=2024, help="seed of the synthetic video")
@@ -29,6 +34,7 @@ def register(sub: Any) -> None:
         "--conf", type=probability, default=0.25, help="detector confidence threshold, 0..1"
     )
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    add_detect_every_arg(p)
     add_model_args(p)
     p.set_defaults(func=run)
 

@@ -107,6 +107,7 @@ def register(sub: Any) -> None:
     p.add_argument("--max-objects", type=int, default=20)
     p.add_argument("--tracker", default="bytetrack", choices=["bytetrack", "botsort", "none"])
     p.add_argument("--imgsz", type=positive_int, default=None, help="detector input size")
+    add_detect_every_arg(p)
     add_model_args(p)
     p.add_argument("--out", type=Path, help="annotated video (.mp4)")
     p.add_argument("--jsonl", type=Path, help="one JSON line per frame")
@@ -131,7 +132,29 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def add_detect_every_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--detect-every",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="run the detector on every K-th frame only; tracked boxes move on at their "
+        "velocity in between (default 1: every frame)",
+    )
+
+
 def make_detector(spec: str | None, args: argparse.Namespace) -> Any:
+    """The detector ``spec`` names, on every ``--detect-every``-th frame."""
+    detector = _detector(spec, args)
+    every = getattr(args, "detect_every", 1)
+    if every > 1:
+        from edge_sameo.stream import KeyframeDetector
+
+        return KeyframeDetector(detector, every)
+    return detector
+
+
+def _detector(spec: str | None, args: argparse.Namespace) -> Any:
     from edge_sameo.stream import GroundTruthDetector, ReplayDetector, YOLODetector
     from edge_sameo.stream.app import BUNDLED_DETECTOR
 

@@ -5,6 +5,7 @@ from edge_sameo.stream.detectors import (
     Detections,
     Detector,
     GroundTruthDetector,
+    KeyframeDetector,
     ReplayDetector,
     YOLODetector,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "FrameResult",
     "FrameSource",
     "GroundTruthDetector",
+    "KeyframeDetector",
     "ObjectResult",
     "ReconnectPolicy",
     "ReplayDetector",

@@ -5,7 +5,8 @@
 * :class:`ReplayDetector` — boxes read from a JSONL run log, COCO results or COCO(-amodal)
   ground truth (offline runs and tests);
 * :class:`GroundTruthDetector` — the synthetic world's visible boxes and track ids;
-* :class:`CallableDetector` — any ``fn(rgb) -> boxes`` or ``(boxes, scores, class_ids)``.
+* :class:`CallableDetector` — any ``fn(rgb) -> boxes`` or ``(boxes, scores, class_ids)``;
+* :class:`KeyframeDetector` — any of them on every k-th frame, tracked boxes carried between.
 """
 
 from __future__ import annotations
@@ -232,6 +233,54 @@ class GroundTruthDetector:
             return Detections.make(np.zeros((0, 4)), names=self.names)
         boxes, classes, tracks = zip(*rows, strict=True)
         return Detections.make(np.stack(boxes), None, classes, tracks, self.names)
+
+
+class KeyframeDetector:
+    """Run ``inner`` on key frames only, every ``every``-th frame; in between, each box moves
+    on at its track's velocity between its last two key frames (boxes without a track id, or
+    new on the last key frame, stay where they were). A box carried off the frame makes the
+    next frame a key frame. The detector's cost per frame falls about ``every``-fold; a new
+    object waits at most ``every - 1`` frames to be found."""
+
+    def __init__(self, inner: Detector, every: int) -> None:
+        if every < 1:
+            raise InputError(f"--detect-every must be >= 1, got {every}")
+        self.inner, self.every = inner, every
+        self.names = inner.names
+        self._last: Detections | None = None
+        self._key_index = 0
+        self._velocity = np.zeros((0, 4), np.float32)
+        self._previous: dict[int, tuple[int, NDArray[np.float32]]] = {}
+        self._redetect = False
+
+    def __call__(self, frame: Frame) -> Detections:
+        gap = frame.index - self._key_index
+        if self._last is None or gap >= self.every or gap < 0 or self._redetect:
+            return self._key(frame)
+        det = self._last
+        boxes = det.boxes + self._velocity * gap
+        h, w = frame.image.shape[:2]
+        gone = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= w) | (boxes[:, 1] >= h)
+        self._redetect = bool(gone.any())
+        boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
+        return Detections(boxes, det.scores, det.class_ids, det.track_ids, det.names)
+
+    def _key(self, frame: Frame) -> Detections:
+        det = self.inner(frame)
+        velocity = np.zeros((len(det), 4), np.float32)
+        seen: dict[int, tuple[int, NDArray[np.float32]]] = {}
+        for i, tid in enumerate(det.track_ids.tolist()):
+            if tid < 0:
+                continue
+            if tid in self._previous:
+                index, box = self._previous[tid]
+                if frame.index > index:
+                    velocity[i] = (det.boxes[i] - box) / (frame.index - index)
+            seen[tid] = (frame.index, det.boxes[i].copy())
+        self._previous = seen
+        self._last, self._velocity = det, velocity
+        self._key_index, self._redetect = frame.index, False
+        return det
 
 
 class CallableDetector:
