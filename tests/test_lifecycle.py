@@ -230,6 +230,12 @@ def test_failure_mid_run_keeps_earlier_outputs_and_the_frames_done(
 # --- signals -------------------------------------------------------------------------------
 
 
+def default_signals() -> None:
+    """In the child: Ctrl-C's default disposition, as in a terminal (a shell starts
+    background jobs, e.g. ``make test &``, with SIGINT ignored, which Python keeps)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def signalled_run(workdir: Path, out: Path, signum: int) -> tuple[int, str, str]:
     """Run on the long clip into ``out``/o.*, send ``signum`` once three JSONL lines are
     written; returns (exit code, stdout, stderr)."""
@@ -242,6 +248,7 @@ def signalled_run(workdir: Path, out: Path, signum: int) -> tuple[int, str, str]
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,
     )
     try:
         deadline = time.monotonic() + 90
@@ -284,6 +291,7 @@ def test_demo_sigterm_prints_and_writes_its_summary(workdir: Path, tmp_path: Pat
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,
     )
     try:
         deadline = time.monotonic() + 90

@@ -236,14 +236,16 @@ def run_app(
         writer = Writer(outputs, source.fps or 30.0, source.expected_frames)
         stage = WriteStage(writer, threaded=config.pipelined)
         for result in results:
+            stage.put(result)
             stats.add(result)
-            if stats.frames % TRIM_EVERY == 0:
-                release_free_memory()
             if on_result is not None:
                 on_result(result)
-            stage.put(result)
+            if stats.frames % TRIM_EVERY == 0:
+                release_free_memory()
     except KeyboardInterrupt as exc:
         _shutdown(results, source, stage, writer)
+        if writer is not None:  # the signal may fall between handing a frame and counting it
+            stats.frames = len(writer.render_ms)
         stats.wall_s = time.perf_counter() - t0
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         raise Interrupted(
