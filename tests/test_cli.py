@@ -195,3 +195,8 @@ def test_bundled_demo(tmp_path: Path) -> None:
     assert main(["demo", "--out-dir", str(tmp_path), "--frames", "20"]) == 0
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
     assert summary["frames"] == 20 and summary["accuracy"]["mIoU"] is not None
+    # set-up (the first frame) reported apart from the steady rate
+    assert 0 < summary["first_frame_s"] < summary["wall_s"]
+    assert summary["steady_fps"] == pytest.approx(
+        19 / (summary["wall_s"] - summary["first_frame_s"]), rel=0.05
+    )

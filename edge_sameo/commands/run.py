@@ -205,7 +205,8 @@ def print_summary(summary: dict[str, Any], backend: str) -> None:
     stages = ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_p50_ms"].items())
     print(
         f"{summary['frames']} frames in {summary['wall_s']} s: {summary['fps']:.1f} FPS "
-        f"on {backend}; latency p50 {summary['latency_p50_ms']} ms, "
+        f"on {backend} (steady {summary['steady_fps']:.1f} FPS after a first frame of "
+        f"{summary['first_frame_s']:.2f} s); latency p50 {summary['latency_p50_ms']} ms, "
         f"p95 {summary['latency_p95_ms']} ms"
     )
     print(f"per-stage p50 ms: {stages}")

@@ -181,6 +181,9 @@ class RunStats:
     objects: int = 0
     invalid_boxes: int = 0
     wall_s: float = 0.0
+    #: Seconds from the start to the first result: set-up paid once (the detector's lazy
+    #: initialisation, the runtimes' first calls), kept out of ``steady_fps``.
+    first_s: float = 0.0
     stages: dict[str, list[float]] = field(default_factory=dict)
     latency_ms: list[float] = field(default_factory=list)
 
@@ -196,9 +199,12 @@ class RunStats:
         stages = dict(self.stages)
         if render_ms:
             stages["render_write"] = render_ms
+        steady_s = self.wall_s - self.first_s
         return {
             "frames": self.frames,
             "fps": self.frames / self.wall_s if self.wall_s else 0.0,
+            "steady_fps": (self.frames - 1) / steady_s if self.frames > 1 and steady_s > 0 else 0.0,
+            "first_frame_s": round(self.first_s, 3),
             "wall_s": round(self.wall_s, 2),
             "objects_per_frame": self.objects / max(self.frames, 1),
             "stage_p50_ms": {k: round(float(np.median(v)), 2) for k, v in stages.items()},
@@ -238,6 +244,8 @@ def run_app(
         for result in results:
             stage.put(result)
             stats.add(result)
+            if stats.frames == 1:
+                stats.first_s = time.perf_counter() - t0
             if on_result is not None:
                 on_result(result)
             if stats.frames % TRIM_EVERY == 0:
