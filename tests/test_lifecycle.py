@@ -236,12 +236,9 @@ def default_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def signalled_run(workdir: Path, out: Path, signum: int) -> tuple[int, str, str]:
-    """Run on the long clip into ``out``/o.*, send ``signum`` once three JSONL lines are
-    written; returns (exit code, stdout, stderr)."""
-    args = run_args(workdir, str(workdir / "long.mp4"), "--max-fps", "20",
-                    "--out", str(out / "o.mp4"), "--jsonl", str(out / "o.jsonl"),
-                    "--summary", str(out / "s.json"))  # fmt: skip
+def signal_after_lines(args: list[str], part_glob: Path, signum: int) -> tuple[int, str, str]:
+    """Run ``edge-sameo args``; send ``signum`` once a JSONL ``.part`` file matching
+    ``part_glob`` holds three lines; returns (exit code, stdout, stderr)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge_sameo", *args],
         cwd=ROOT,
@@ -252,14 +249,25 @@ def signalled_run(workdir: Path, out: Path, signum: int) -> tuple[int, str, str]
     )
     try:
         deadline = time.monotonic() + 90
-        while not any(p.read_text().count("\n") >= 3 for p in out.glob(".o.jsonl.*.part")):
+        parts = part_glob.parent.glob(part_glob.name)
+        while not any(p.read_text().count("\n") >= 3 for p in parts):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.2)
+            parts = part_glob.parent.glob(part_glob.name)
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
     return proc.returncode, stdout, stderr
+
+
+def signalled_run(workdir: Path, out: Path, signum: int) -> tuple[int, str, str]:
+    """Run on the long clip into ``out``/o.*, send ``signum`` once three JSONL lines are
+    written; returns (exit code, stdout, stderr)."""
+    args = run_args(workdir, str(workdir / "long.mp4"), "--max-fps", "20",
+                    "--out", str(out / "o.mp4"), "--jsonl", str(out / "o.jsonl"),
+                    "--summary", str(out / "s.json"))  # fmt: skip
+    return signal_after_lines(args, out / ".o.jsonl.*.part", signum)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -285,24 +293,8 @@ def test_demo_sigterm_prints_and_writes_its_summary(workdir: Path, tmp_path: Pat
     printed and written to demo_summary.json, exit 143."""
     args = ["demo", "--out-dir", str(tmp_path), "--frames", "600", "--detector", "gt",
             "--sam", str(workdir / "dual.pt"), "--backend", "torch", "--quiet"]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_sameo", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=default_signals,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while not any(p.read_text().count("\n") >= 3 for p in tmp_path.glob(".demo.jsonl.*.part")):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, stderr
+    rc, stdout, stderr = signal_after_lines(args, tmp_path / ".demo.jsonl.*.part", signal.SIGTERM)
+    assert rc == 143, stderr
     lines = (tmp_path / "demo.jsonl").read_text().splitlines()
     assert 3 <= len(lines) < 600 and mp4_frames(tmp_path / "demo.mp4") == len(lines)
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
