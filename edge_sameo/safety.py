@@ -227,14 +227,20 @@ def check_torch_archive(path: Path) -> None:
     """A ``torch.save`` zip whose every pickle passes :func:`check_pickle`."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            infos = archive.infolist()
+            names = [info.filename for info in infos]
+            if len(set(names)) != len(names):
+                # zipfile reads the last of equal names, torch's reader may take another:
+                # the scanned pickle would not be the one that loads.
+                raise _refused(str(path), "it holds two zip entries of the same name")
             if any("/code/" in f"/{n}" or n.endswith("constants.pkl") for n in names):
                 raise _refused(str(path), "it is a TorchScript archive, not a YOLO checkpoint")
-            pickles = [n for n in names if n.endswith(".pkl")]
+            pickles = [info for info in infos if info.filename.endswith(".pkl")]
             if not pickles:
                 raise CheckpointError(f"{path}: not a PyTorch checkpoint (no data.pkl inside)")
-            for member in pickles:
-                check_pickle(archive.read(member), str(path))
+            for info in pickles:
+                with archive.open(info) as member:
+                    check_pickle(member.read(), str(path))
     except zipfile.BadZipFile:
         raise _refused(
             str(path), "it is not a zip checkpoint (torch.save writes zip files since torch 1.6)"

@@ -185,6 +185,29 @@ def test_pickle_tricks_with_allowed_names(
     assert ("REDUCE" in err) if how == "layer called" else ("builtins.getattr" in err)
 
 
+def test_evil_pickle_hidden_behind_a_clean_entry_of_the_same_name(
+    case: Case, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """zipfile reads the last of two equal names, torch's reader may load the other: a
+    file with duplicate entries is refused whatever the last one holds."""
+    import warnings
+    import zipfile
+
+    evil = case.evil("evil_dup.pt", 2)
+    clean = case.root / "clean.pt"
+    torch.save({"x": torch.zeros(1)}, clean)
+    with zipfile.ZipFile(evil) as z:
+        (pkl,) = [n for n in z.namelist() if n.endswith("data.pkl")]
+    with zipfile.ZipFile(clean) as z:
+        harmless = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        with zipfile.ZipFile(evil, "a") as z:
+            z.writestr(pkl, harmless)
+    err = refused(run_args(case, "--detector", str(evil)), case, capsys)
+    assert "two zip entries of the same name" in err
+
+
 def test_code_in_detector_metadata(case: Case, capsys: pytest.CaptureFixture[str]) -> None:
     onnx_file = _onnx_with_metadata(case.root / "det.onnx", {"names": _code(case)})
     err = refused(run_args(case, "--detector", str(onnx_file)), case, capsys)
