@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 from edge_sameo.backends.base import Backend
 from edge_sameo.backends.recording import RecordingBackend
+from edge_sameo.errors import InputError
 from edge_sameo.masks import mask_iou
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.predictor import AmodalPredictor, best_masks
@@ -324,24 +325,25 @@ def cpu_clock_ghz() -> float | None:
     return None
 
 
-def _vendor() -> str:
+def _cpuinfo_field(name: str) -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return ""
 
 
-def flops_per_cycle(isa: Mapping[str, bool], vendor: str) -> dict[str, int]:
+def flops_per_cycle(isa: Mapping[str, bool], vendor: str, family: int = 0) -> dict[str, int]:
     """Nominal FLOP per cycle per core (an FMA counts 2) by precision, from the ISA flags:
-    AVX2 + FMA: two 256-bit FMA pipes, 32 fp32; AVX-512: 64 on Intel (two 512-bit FMA
-    units), 32 on AMD Zen 4 (512-bit instructions on 256-bit pipes); ``avx512_bf16``
-    doubles the fp32 rate for bf16 dot products; AMX: 1024 bf16 per cycle (Intel's
-    figure for one tile unit)."""
+    AVX2 + FMA: two 256-bit FMA pipes, 32 fp32; AVX-512: 64 on Intel (two 512-bit FMA units;
+    parts with one reach 32), 32 on AMD Zen 4 (512-bit instructions on 256-bit pipes), 64 on
+    Zen 5 (family 26); ``avx512_bf16`` doubles the fp32 rate for bf16 dot products; AMX:
+    1024 bf16 per cycle (Intel's figure for one tile unit). A nominal figure, not a
+    measured one."""
     if isa.get("avx512f"):
-        fp32 = 32 if vendor == "AuthenticAMD" else 64
+        fp32 = 32 if vendor == "AuthenticAMD" and family < 26 else 64
     elif isa.get("avx2"):
         fp32 = 32
     else:
@@ -356,14 +358,24 @@ def flops_per_cycle(isa: Mapping[str, bool], vendor: str) -> dict[str, int]:
 
 def machine_peak(threads: int | None = None) -> dict[str, Any]:
     """The CPU's nominal peak GFLOP/s for fp32 and bf16 over ``threads`` cores (default:
-    all): cores × clock × :func:`flops_per_cycle`. Empty where the clock is unknown."""
+    the CPUs this process may run on): cores × clock × :func:`flops_per_cycle`. The clock
+    is what the kernel reports (:func:`cpu_clock_ghz`), and logical CPUs are counted as
+    cores, so on a machine with SMT siblings the figure is an upper bound. Empty where the
+    clock is unknown."""
     import os
 
     ghz = cpu_clock_ghz()
     if ghz is None:
         return {}
-    cores = threads or os.cpu_count() or 1
-    rates = flops_per_cycle(isa_flags(), _vendor())
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count() or 1
+    cores = min(threads, available) if threads else available
+    family = _cpuinfo_field("cpu family")
+    rates = flops_per_cycle(
+        isa_flags(), _cpuinfo_field("vendor_id"), int(family) if family.isdigit() else 0
+    )
     return {
         "ghz": round(ghz, 3),
         "cores": cores,
@@ -414,7 +426,8 @@ def efficiency(
     """Achieved GFLOP/s of the encoder and each decoder row at p50, and its share of the
     peak of the precision the stage runs in (bf16 where the runtime's name says so)."""
     name = result.name
-    enc_prec = "bf16" if "bf16" in name else "fp32"
+    # int8 and fp16 runtimes get GFLOP/s but no share: the peak of their kernels is another.
+    enc_prec = "bf16" if "bf16" in name else "fp32" if "fp32" in name else None
     dec_prec = "fp32" if "fp32 dec" in name else enc_prec
     rows = {"encoder": (result.encoder, enc_prec)}
     rows |= {f"decoder/{n}": (st, dec_prec) for n, st in result.decoder.items()}
@@ -423,9 +436,9 @@ def efficiency(
         if key not in flops or stats.p50_ms <= 0:
             continue
         gflops = flops[key] / (stats.p50_ms * 1e6)
-        top = peak.get("gflops", {}).get(prec)
-        share = round(100 * gflops / top, 1) if top else None
-        out[key] = {"gflops": round(gflops, 2), "pct_of_peak": share, "peak": prec}
+        top = peak.get("gflops", {}).get(prec) if prec else None
+        share = 100 * gflops / top if top else None
+        out[key] = {"gflops": gflops, "pct_of_peak": share, "peak": prec}
     return out
 
 
@@ -477,7 +490,10 @@ def run_bench(
             failed(peer, exc)
     flops: dict[str, float] = {}
     if runtimes and runtimes[0].name == BASELINE:
-        flops = stage_flops(runtimes[0].backend, image, cfg.box_counts, cfg.seed)
+        try:
+            flops = stage_flops(runtimes[0].backend, image, cfg.box_counts, cfg.seed)
+        except Exception as exc:  # the FLOP figures are extras: never the run's end
+            failed("FLOP count", exc)
     # Round-robin: every runtime's k-th iteration falls in the same stretch of time, so
     # the machine's drift and other load fall on all of them alike; the order turns each
     # round so that no runtime always follows the same one.
@@ -491,9 +507,14 @@ def run_bench(
             except Exception as exc:
                 failed(rt.name, exc)
                 (runtimes if rt in runtimes else others).remove(rt)
+                rt.close()
     if cfg.warmup == 0:
-        for peer in others:  # its set-up pass was not recorded: one more round
-            peer.round()
+        for peer in list(others):  # its set-up pass was not recorded: one more round
+            try:
+                peer.round()
+            except Exception as exc:
+                failed(peer.name, exc)
+                others.remove(peer)
     results: list[RuntimeResult] = []
     reference: dict[str, Any] | None = None
     for rt in runtimes:
@@ -504,7 +525,7 @@ def run_bench(
     for peer in others:
         peer.close()
     if not results or results[0].name != BASELINE:
-        raise RuntimeError(f"the baseline ({BASELINE}) failed; no ratios without it")
+        raise InputError(f"the baseline ({BASELINE}) failed, so there is nothing to compare with")
     base = results[0]
     peak = machine_peak(threads)
     ratios = {

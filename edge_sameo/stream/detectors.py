@@ -237,10 +237,11 @@ class GroundTruthDetector:
 
 class KeyframeDetector:
     """Run ``inner`` on key frames only, every ``every``-th frame; in between, each box moves
-    on at its track's velocity between its last two key frames (boxes without a track id, or
-    new on the last key frame, stay where they were). A box carried off the frame makes the
-    next frame a key frame. The detector's cost per frame falls about ``every``-fold; a new
-    object waits at most ``every - 1`` frames to be found."""
+    on at its track's velocity between its last two key frames, measured on the frames'
+    timestamps (a live source's dropped frames count as the time they took). Boxes without
+    a track id, or new on the last key frame, stay where they were; a box carried off the
+    frame is dropped and makes the next frame a key frame. The detector's cost per frame
+    falls about ``every``-fold; a new object waits at most ``every - 1`` frames."""
 
     def __init__(self, inner: Detector, every: int) -> None:
         if every < 1:
@@ -248,9 +249,9 @@ class KeyframeDetector:
         self.inner, self.every = inner, every
         self.names = inner.names
         self._last: Detections | None = None
-        self._key_index = 0
-        self._velocity = np.zeros((0, 4), np.float32)
-        self._previous: dict[int, tuple[int, NDArray[np.float32]]] = {}
+        self._key_index, self._key_time = 0, 0.0
+        self._velocity = np.zeros((0, 4), np.float32)  # px per second
+        self._previous: dict[int, tuple[float, NDArray[np.float32]]] = {}
         self._redetect = False
 
     def __call__(self, frame: Frame) -> Detections:
@@ -258,28 +259,30 @@ class KeyframeDetector:
         if self._last is None or gap >= self.every or gap < 0 or self._redetect:
             return self._key(frame)
         det = self._last
-        boxes = det.boxes + self._velocity * gap
+        boxes = det.boxes + self._velocity * (frame.timestamp - self._key_time)
         h, w = frame.image.shape[:2]
         gone = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= w) | (boxes[:, 1] >= h)
         self._redetect = bool(gone.any())
         boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
-        return Detections(boxes, det.scores, det.class_ids, det.track_ids, det.names)
+        carried = Detections(boxes, det.scores, det.class_ids, det.track_ids, det.names)
+        return carried.select(~gone)
 
     def _key(self, frame: Frame) -> Detections:
         det = self.inner(frame)
+        t = frame.timestamp
         velocity = np.zeros((len(det), 4), np.float32)
-        seen: dict[int, tuple[int, NDArray[np.float32]]] = {}
+        seen: dict[int, tuple[float, NDArray[np.float32]]] = {}
         for i, tid in enumerate(det.track_ids.tolist()):
             if tid < 0:
                 continue
             if tid in self._previous:
-                index, box = self._previous[tid]
-                if frame.index > index:
-                    velocity[i] = (det.boxes[i] - box) / (frame.index - index)
-            seen[tid] = (frame.index, det.boxes[i].copy())
+                then, box = self._previous[tid]
+                if t > then:
+                    velocity[i] = (det.boxes[i] - box) / (t - then)
+            seen[tid] = (t, det.boxes[i].copy())
         self._previous = seen
         self._last, self._velocity = det, velocity
-        self._key_index, self._redetect = frame.index, False
+        self._key_index, self._key_time, self._redetect = frame.index, t, False
         return det
 
 

@@ -178,7 +178,8 @@ def _paced(source: FrameSource, max_fps: float | None) -> Generator[Frame, None,
 
 def check_source(source: FrameSource, detector: Detector) -> None:
     """Refuse, before any thread starts, a detector that cannot work on ``source``."""
-    if isinstance(detector, GroundTruthDetector) and not source.has_ground_truth:
+    inner = getattr(detector, "inner", detector)  # a KeyframeDetector wraps one
+    if isinstance(inner, GroundTruthDetector) and not source.has_ground_truth:
         raise InputError(
             f"the ground-truth detector needs the synthetic source (--source synth); "
             f"{source.describe()} has no ground truth"
