@@ -34,7 +34,7 @@ from edge_sameo.stream import (
 from edge_sameo.stream.app import Outputs, run_app
 from edge_sameo.stream.detectors import from_ultralytics
 from edge_sameo.stream.sources import Frame, LiveSource, SyntheticVideoSource, VideoFileSource
-from edge_sameo.stream.temporal import TemporalFilter
+from edge_sameo.stream.temporal import VELOCITY_DECAY, VELOCITY_MOMENTUM, TemporalFilter
 from tests.mjpeg_stream import MjpegServer, jpeg_frames, mjpeg_server
 
 
@@ -176,6 +176,28 @@ def test_persistence_carries_the_least_occluded_mask_until_the_object_returns() 
     assert abs(mask_to_box(carried[0].amodal)[0] - 16) <= 1
     back = ObjectResult(9, 1, "box", 0.9, np.zeros(4, np.float32), carried[0].amodal, full)
     assert [o.track_id for o in f.update([back])] == [9]  # returned under track 9: ended
+
+
+def test_persistence_measures_motion_from_the_last_observation_after_a_gap() -> None:
+    """A track back under its own id after three hidden frames: its velocity is the
+    displacement since it was last seen over the frames between (not shrunk by the gap)."""
+    full = np.zeros((60, 80), bool)
+    full[20:30, 10:20] = True
+
+    def at(dx: int) -> ObjectResult:
+        amodal = np.roll(full, dx, axis=1)
+        return ObjectResult(3, 1, "box", 0.9, mask_to_box(amodal), amodal, amodal.copy())
+
+    f = TemporalFilter(TemporalConfig(persistence=10))
+    for dx in (0, 3, 6):
+        f.update([at(dx)])
+    assert f.tracks[3].velocity[0] == pytest.approx(3.0)
+    for _ in range(3):
+        f.update([])  # hidden: carried on
+    f.update([at(18)])  # 4 frames after dx=6, still 3 px per frame
+    decayed = 3.0 * VELOCITY_DECAY**3  # slowed while carried
+    expected = VELOCITY_MOMENTUM * decayed + (1 - VELOCITY_MOMENTUM) * 3.0
+    assert f.tracks[3].velocity[0] == pytest.approx(expected, rel=1e-4)
 
 
 def test_replay_detector_roundtrip(tmp_path: Path, predictor: AmodalPredictor) -> None:

@@ -52,6 +52,10 @@ class _Track:
     velocity: NDArray[np.float32] = field(default_factory=lambda: np.zeros(2, np.float32))
     missing: int = 0
     steps: int = 0
+    #: The centre at the last reliable observation and the frames since: motion is measured
+    #: from there (``centre`` may be a prediction).
+    anchor: NDArray[np.float32] | None = None
+    since: int = 0
 
 
 #: Weight of the previous velocity in a track's smoothed per-frame motion.
@@ -121,18 +125,20 @@ class TemporalFilter:
             obj.amodal = soft >= 0.5
         else:
             soft = cur
+        anchor = tr.centre if tr.anchor is None else tr.anchor
         if visible >= RELIABLE_SHARE * tr.ref_seen:
-            step = (c - tr.centre) / (tr.missing + 1)
+            step = (c - anchor) / (tr.since + 1)
             # Smoothed over frames (one frame's step is noisy where the mask changes); the
             # first step sets it.
             keep = VELOCITY_MOMENTUM if tr.steps else 0.0
             tr.velocity = (keep * tr.velocity + (1 - keep) * step).astype(np.float32)
             tr.steps += 1
-            tr.centre = c
+            tr.centre, tr.anchor, tr.since = c, c, 0
         else:
             # Mostly hidden: a mask completed from few pixels says little about where the
-            # object is; move it on at its velocity.
-            tr.centre = tr.centre + tr.velocity * (tr.missing + 1)
+            # object is; move it on at its velocity (``centre`` is last frame's estimate).
+            tr.centre = tr.centre + tr.velocity
+            tr.anchor, tr.since = anchor, tr.since + 1
         if visible >= FRESH_SHARE * tr.ref_seen or tr.ref.shape != cur.shape:
             tr.ref, tr.ref_centre, tr.ref_seen = soft, c, max(visible, tr.ref_seen)
         tr.soft, tr.last, tr.missing = soft, obj, 0
@@ -140,6 +146,7 @@ class TemporalFilter:
     def _carry(self, tid: int, objects: list[ObjectResult]) -> ObjectResult | None:
         tr = self.tracks[tid]
         tr.missing += 1
+        tr.since += 1
         if tr.missing > self.config.persistence:
             del self.tracks[tid]
             return None
