@@ -407,3 +407,23 @@ def test_synthetic_clip_is_fast_start(tmp_path: Path) -> None:
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) * 2 // 3])
     assert 1 <= mp4_frames(cut) < 30
+
+
+def test_signals_wait_while_the_outputs_are_finalised() -> None:
+    """A Ctrl-C or SIGTERM during the shutdown is noted, not raised in the middle of
+    finalising the MP4 and the JSONL; the handlers are back afterwards."""
+    import os
+
+    from edge_sameo.stream.app import _signals_deferred
+
+    # as in a terminal, whatever the shell that started the tests set
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        got: list[int] = []
+        with _signals_deferred(got):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here: it must not raise
+        assert got == [signal.SIGINT]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, outer)

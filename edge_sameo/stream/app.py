@@ -8,12 +8,14 @@ the outputs are finalised."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,12 +267,15 @@ def run_app(
     except BaseException:
         _shutdown(results, source, stage, writer, commit=False)
         raise
-    failure = _shutdown(results, source, stage, writer)
+    late: list[int] = []
+    failure = _shutdown(results, source, stage, writer, late=late)
     stats.wall_s = time.perf_counter() - t0
     if failure is not None:
         raise failure
     if stats.frames == 0:
         raise InputError(f"no readable frame in {source.describe()}")
+    if late:  # Ctrl-C / SIGTERM while the outputs were finalised: they are, say so now
+        raise Interrupted(late[0], stats.summary(source, writer.render_ms))
     return stats.summary(source, writer.render_ms)
 
 
@@ -280,17 +285,42 @@ def _shutdown(
     stage: WriteStage | None,
     writer: Writer | None,
     commit: bool = True,
+    late: list[int] | None = None,
 ) -> BaseException | None:
     """Stop and join the stream's stages and release the source, then let the writer
     finish what it was handed, then finalise the outputs: moved into place at a normal end
     or an interrupt (``commit``), kept as ``.part`` files when the run failed (an error,
-    or a write failure, returned)."""
-    results.close()
-    source.close()
-    failure = stage.finish() if stage is not None else None
-    if writer is not None:
-        writer.close(commit and failure is None)
+    or a write failure, returned). Ctrl-C and SIGTERM wait until it is done; the signals
+    that came meanwhile are appended to ``late``."""
+    with _signals_deferred(late if late is not None else []):
+        results.close()
+        source.close()
+        failure = stage.finish() if stage is not None else None
+        if writer is not None:
+            writer.close(commit and failure is None)
     return failure
+
+
+@contextlib.contextmanager
+def _signals_deferred(got: list[int]) -> Iterator[None]:
+    """SIGINT and SIGTERM only noted in ``got`` inside the block (a second Ctrl-C must not
+    cut the finalising of the outputs short); the main thread only, where handlers live."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        got.append(signum)
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored stays ignored
+            previous[signum] = signal.signal(signum, note)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 class GroundTruthCollector:
