@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -31,6 +32,9 @@ COMMANDS = (
 )
 
 EXIT_USAGE = 2
+#: An unexpected error (a runtime's own exception, a bug): one line, the traceback only with
+#: ``EDGE_SAMEO_DEBUG=1`` in the environment.
+EXIT_UNEXPECTED = 1
 #: ``run``: a live source gone for longer than ``--reconnect-timeout`` (outputs are kept).
 EXIT_SOURCE_LOST = 3
 
@@ -84,6 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EdgeSameoError, OSError) as exc:
         print(f"edge-sameo {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        if os.environ.get("EDGE_SAMEO_DEBUG"):
+            raise
+        detail = " ".join(str(exc).split())[:300]
+        print(
+            f"edge-sameo {args.command}: unexpected error: {type(exc).__name__}: {detail} "
+            "(EDGE_SAMEO_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_UNEXPECTED
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -200,3 +200,25 @@ def test_bundled_demo(tmp_path: Path) -> None:
     assert summary["steady_fps"] == pytest.approx(
         19 / (summary["wall_s"] - summary["first_frame_s"]), rel=0.05
     )
+
+
+def test_unexpected_error_is_one_line_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A runtime's own exception (not bad input) is one line and exit 1; the traceback
+    only with EDGE_SAMEO_DEBUG=1."""
+    import edge_sameo.commands.synth as synth_cmd
+
+    def boom(args: object) -> int:
+        raise RuntimeError("ORT: kernel failed\n  at node 17")
+
+    monkeypatch.setattr(synth_cmd, "run_images", boom)
+    monkeypatch.delenv("EDGE_SAMEO_DEBUG", raising=False)
+    argv = ["synth", "images", "--out", "x", "--count", "1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "unexpected error: RuntimeError: ORT: kernel failed at node 17" in err
+    monkeypatch.setenv("EDGE_SAMEO_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(argv)
