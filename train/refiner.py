@@ -367,7 +367,7 @@ def fit(args: argparse.Namespace) -> None:
 STAGE_DEFAULTS: dict[str, Any] = {
     "minutes": 77.0,
     "stages": 2,
-    "cascade_minutes": 45.0,
+    "cascade_minutes": 80.0,
     "cascade_lr": 1e-3,
     "widths": "8,16,32,64",
     "crop": 64,
