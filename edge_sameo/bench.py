@@ -315,7 +315,8 @@ def isa_flags() -> dict[str, bool]:
 
 def cpu_clock_ghz() -> float | None:
     """The clock the kernel reports (``cpu MHz`` of ``/proc/cpuinfo``; in a VM the host's
-    nominal clock), GHz; None where it reports none."""
+    nominal clock, below what turbo reaches, so a runtime may show more than 100 % of the
+    peak), GHz; None where it reports none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("cpu MHz"):
