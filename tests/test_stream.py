@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -448,3 +449,34 @@ def test_keyframe_detector_carries_tracked_boxes_between_key_frames() -> None:
     assert list(out[5].track_ids) == [7, 8] and out[5].names == {0: "obj"}
     with pytest.raises(InputError):
         KeyframeDetector(inner, every=0)
+
+
+@pytest.mark.parametrize("policy", ["latency", "throughput"])
+def test_queue_policy_drops_stale_frames_only_for_latency(
+    policy: str, predictor: AmodalPredictor
+) -> None:
+    """A file paced faster than a slow detector: the latency policy lets a new frame replace
+    the oldest one waiting (counted as dropped), the throughput policy processes them all."""
+    source = synth(30)
+    config = StreamConfig(max_fps=200, queue_policy=policy)
+    indices = [r.index for r in stream(source, SlowDetector(), predictor, config)]
+    assert indices == sorted(indices) and len(indices) + source.dropped == 30
+    if policy == "latency":
+        assert source.dropped > 0
+    else:
+        assert source.dropped == 0 and indices == list(range(30))
+    with pytest.raises(InputError):
+        StreamConfig(queue_policy="fastest")
+
+
+class SlowDetector:
+    """The ground-truth boxes, 30 ms late."""
+
+    names: ClassVar[dict[int, str]] = {}
+
+    def __init__(self) -> None:
+        self.inner = GroundTruthDetector()
+
+    def __call__(self, frame: Frame) -> Detections:
+        time.sleep(0.03)
+        return self.inner(frame)

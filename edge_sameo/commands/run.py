@@ -115,6 +115,14 @@ def register(sub: Any) -> None:
     p.add_argument("--show", action="store_true", help="show a window")
     p.add_argument("--max-fps", type=float, help="pace file sources to at most this rate")
     p.add_argument(
+        "--queue",
+        choices=["auto", "latency", "throughput"],
+        default="auto",
+        help="latency: a new frame replaces the oldest one waiting for the detector (dropped, "
+        "counted); throughput: every frame waits its turn; auto (default): latency for live "
+        "sources and --max-fps, throughput for files",
+    )
+    p.add_argument(
         "--frames",
         type=positive_int,
         metavar="N",
@@ -194,6 +202,7 @@ def stream_config(args: argparse.Namespace, defaults: tuple[float, int]) -> Any:
         max_fps=getattr(args, "max_fps", None),
         max_objects=getattr(args, "max_objects", 20),
         temporal=TemporalConfig(smoothing, persistence),
+        queue_policy=getattr(args, "queue", "auto"),
     )
 
 

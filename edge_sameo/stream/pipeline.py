@@ -31,6 +31,8 @@ from edge_sameo.stream.objects import ObjectResult, assign_order
 from edge_sameo.stream.sources import Frame, FrameSource
 from edge_sameo.stream.temporal import TemporalConfig, TemporalFilter
 
+QUEUE_POLICIES = ("auto", "latency", "throughput")
+
 
 @dataclass(frozen=True)
 class StreamConfig:
@@ -40,10 +42,22 @@ class StreamConfig:
     max_fps: float | None = None
     max_objects: int = 20
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    #: ``latency``: a frame that finds the detector's queue full replaces the oldest one
+    #: waiting there (counted as dropped), so no frame waits behind stale ones; ``throughput``:
+    #: it waits (every frame processed); ``auto``: latency for live sources and files paced
+    #: by ``max_fps``, throughput for files read as fast as they go.
+    queue_policy: str = "auto"
 
     def __post_init__(self) -> None:
         if self.queue_size < 1 or self.max_objects < 1:
             raise InputError("queue_size and max_objects must be >= 1")
+        if self.queue_policy not in QUEUE_POLICIES:
+            raise InputError(f"queue policy must be one of {', '.join(QUEUE_POLICIES)}")
+
+    def drops_stale_frames(self, source: FrameSource) -> bool:
+        if self.queue_policy == "auto":
+            return source.live or self.max_fps is not None
+        return self.queue_policy == "latency"
         if self.max_fps is not None and self.max_fps <= 0:
             raise InputError(f"--max-fps must be > 0, got {self.max_fps}")
 
@@ -248,8 +262,10 @@ def _pipelined(
     config: StreamConfig,
 ) -> Generator[FrameResult, None, None]:
     stop = threading.Event()
-    q_frames: queue.Queue[Any] = queue.Queue(config.queue_size)
-    q_detected: queue.Queue[Any] = queue.Queue(config.queue_size)
+    latest_only = config.drops_stale_frames(source)
+    # Under the latency policy a frame waits behind at most one other per stage.
+    q_frames: queue.Queue[Any] = queue.Queue(1 if latest_only else config.queue_size)
+    q_detected: queue.Queue[Any] = queue.Queue(1 if latest_only else config.queue_size)
     q_out: queue.Queue[Any] = queue.Queue(config.queue_size)
 
     def put(q: queue.Queue[Any], item: Any) -> bool:
@@ -261,11 +277,25 @@ def _pipelined(
                 continue
         return False
 
+    def put_latest(q: queue.Queue[Any], item: Any) -> bool:
+        """Put ``item``; a full queue gives up its oldest frame for it (counted dropped)."""
+        while not stop.is_set():
+            try:
+                q.put_nowait(item)
+                return True
+            except queue.Full:
+                try:
+                    q.get_nowait()
+                    source.dropped += 1
+                except queue.Empty:
+                    pass
+        return False
+
     def capture() -> None:
         frames = _paced(source, config.max_fps)
         try:
             for frame in frames:
-                if not put(q_frames, frame):
+                if not (put_latest if latest_only else put)(q_frames, frame):
                     return
         except BaseException as exc:
             put(q_frames, _Failure(exc))
@@ -288,7 +318,10 @@ def _pipelined(
             except BaseException as exc:
                 put(q_o, _Failure(exc))
                 return
-            if not put(q_o, out):
+            # Under the latency policy a detected frame that finds the segmenter's queue
+            # full replaces the oldest one there, as at the detector's queue.
+            fresh = latest_only and q_o is q_detected
+            if not (put_latest if fresh else put)(q_o, out):
                 return
 
     threads = [
