@@ -467,6 +467,8 @@ def test_queue_policy_drops_stale_frames_only_for_latency(
         assert source.dropped == 0 and indices == list(range(30))
     with pytest.raises(InputError):
         StreamConfig(queue_policy="fastest")
+    with pytest.raises(InputError, match="--max-fps must be > 0"):
+        StreamConfig(max_fps=0)
 
 
 class SlowDetector:

@@ -53,13 +53,14 @@ class StreamConfig:
             raise InputError("queue_size and max_objects must be >= 1")
         if self.queue_policy not in QUEUE_POLICIES:
             raise InputError(f"queue policy must be one of {', '.join(QUEUE_POLICIES)}")
+        if self.max_fps is not None and self.max_fps <= 0:
+            raise InputError(f"--max-fps must be > 0, got {self.max_fps}")
 
     def drops_stale_frames(self, source: FrameSource) -> bool:
+        """Whether ``source`` runs under the latency policy (see ``queue_policy``)."""
         if self.queue_policy == "auto":
             return source.live or self.max_fps is not None
         return self.queue_policy == "latency"
-        if self.max_fps is not None and self.max_fps <= 0:
-            raise InputError(f"--max-fps must be > 0, got {self.max_fps}")
 
 
 @dataclass
