@@ -292,11 +292,15 @@ def _pipelined(
                     pass
         return False
 
+    # Under the latency policy a frame that finds the detector's or the segmenter's queue
+    # full replaces the oldest one there; results always wait their turn.
+    send_fresh = put_latest if latest_only else put
+
     def capture() -> None:
         frames = _paced(source, config.max_fps)
         try:
             for frame in frames:
-                if not (put_latest if latest_only else put)(q_frames, frame):
+                if not send_fresh(q_frames, frame):
                     return
         except BaseException as exc:
             put(q_frames, _Failure(exc))
@@ -305,7 +309,12 @@ def _pipelined(
             frames.close()  # the source's reader ends in this thread, which read it
         put(q_frames, _END)
 
-    def stage(fn: Callable[[Any], Any], q_in: queue.Queue[Any], q_o: queue.Queue[Any]) -> None:
+    def stage(
+        fn: Callable[[Any], Any],
+        q_in: queue.Queue[Any],
+        q_o: queue.Queue[Any],
+        send: Callable[[queue.Queue[Any], Any], bool],
+    ) -> None:
         while not stop.is_set():
             try:
                 item = q_in.get(timeout=0.1)
@@ -319,19 +328,19 @@ def _pipelined(
             except BaseException as exc:
                 put(q_o, _Failure(exc))
                 return
-            # Under the latency policy a detected frame that finds the segmenter's queue
-            # full replaces the oldest one there, as at the detector's queue.
-            fresh = latest_only and q_o is q_detected
-            if not (put_latest if fresh else put)(q_o, out):
+            if not send(q_o, out):
                 return
 
     threads = [
         threading.Thread(target=capture, name="capture", daemon=True),
         threading.Thread(
-            target=stage, args=(detect, q_frames, q_detected), name="detect", daemon=True
+            target=stage,
+            args=(detect, q_frames, q_detected, send_fresh),
+            name="detect",
+            daemon=True,
         ),
         threading.Thread(
-            target=stage, args=(segment, q_detected, q_out), name="segment", daemon=True
+            target=stage, args=(segment, q_detected, q_out, put), name="segment", daemon=True
         ),
     ]
     for t in threads:
