@@ -289,15 +289,19 @@ def candidate_runtimes(
 def machine_info() -> dict[str, Any]:
     import os
 
-    cpu = platform.processor()
+    cpu = _cpuinfo_field("model name") or platform.processor()
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def _cpuinfo_field(name: str) -> str:
+    """The first ``/proc/cpuinfo`` line starting with ``name``: its value ("" if none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith(name):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    return ""
 
 
 def isa_flags() -> dict[str, bool]:
@@ -318,22 +322,9 @@ def cpu_clock_ghz() -> float | None:
     nominal clock, below what turbo reaches, so a runtime may show more than 100 % of the
     peak), GHz; None where it reports none."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                return float(line.split(":", 1)[1]) / 1e3
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def _cpuinfo_field(name: str) -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(name):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+        return float(_cpuinfo_field("cpu MHz")) / 1e3
+    except ValueError:  # no such line
+        return None
 
 
 def flops_per_cycle(isa: Mapping[str, bool], vendor: str, family: int = 0) -> dict[str, int]:
