@@ -18,9 +18,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 from tqdm import tqdm
 
 from edge_sameo.errors import InputError, Interrupted
@@ -41,10 +42,28 @@ BUNDLED_SAM = REPO_ROOT / "models" / "nano" / "nano.pt"
 BUNDLED_DETECTOR = REPO_ROOT / "models" / "detector" / "yolov8n_synth_openvino_model"
 
 
+class ResultSink(Protocol):
+    """Any further consumer of results (a recording, a live view), handed every frame by
+    the render/write stage in order and closed once, on every path, like the built-in
+    sinks. ``wants_image``: the sink needs the annotated frame, so it is drawn for it."""
+
+    wants_image: bool
+
+    def write(
+        self, result: FrameResult, record: dict[str, Any], annotated: NDArray[np.uint8] | None
+    ) -> None:
+        """``record``: the JSONL record of ``result``; ``annotated``: (H, W, 3) uint8 RGB, or
+        None when ``wants_image`` is false."""
+
+    def close(self, commit: bool = True) -> Path | None:
+        """Finalise; for a failed run (``commit`` false) return a kept partial file, if any."""
+
+
 @dataclass
 class Outputs:
     """Where a run writes; every sink is closed (finalised) even on Ctrl-C or a crash.
-    ``progress``: frames and FPS on stderr while the run goes."""
+    ``progress``: frames and FPS on stderr while the run goes. ``sinks``: further
+    consumers (:class:`ResultSink`), e.g. a recording or a live view."""
 
     video: Path | None = None
     jsonl: Path | None = None
@@ -52,6 +71,7 @@ class Outputs:
     show: bool = False
     categories: dict[str, int] | None = None
     progress: bool = False
+    sinks: list[ResultSink] = field(default_factory=list)
 
 
 class Progress:
@@ -92,18 +112,22 @@ class Writer:
         self.jsonl = JsonlSink(outputs.jsonl) if outputs.jsonl else None
         self.coco = CocoResultsSink(outputs.coco, outputs.categories) if outputs.coco else None
         self.show = outputs.show
+        self.sinks = list(outputs.sinks)
         self.progress = Progress(total) if outputs.progress else None
         self.render_ms: list[float] = []
 
     def __call__(self, result: FrameResult) -> None:
         t0 = time.perf_counter()
         record = result.to_json()
-        if self.video is not None or self.show:
+        frame: NDArray[np.uint8] | None = None
+        if self.video is not None or self.show or any(s.wants_image for s in self.sinks):
             frame = annotate(result.frame.image, result.objects, result.fps)
             if self.video is not None:
                 self.video.write(frame)
             if self.show:
                 self._show(frame)
+        for sink in self.sinks:
+            sink.write(result, record, frame if sink.wants_image else None)
         if self.jsonl is not None:
             self.jsonl.write(record)
         if self.coco is not None:
@@ -127,15 +151,15 @@ class Writer:
         failed, kept as its ``.part`` file, named in one warning (earlier files unchanged)."""
         if self.progress is not None:
             self.progress.close()
-        kept: list[tuple[Path, Path]] = []
-        for sink in (self.video, self.jsonl, self.coco):
+        kept: list[tuple[Path, Path | None]] = []
+        for sink in (self.video, self.jsonl, self.coco, *self.sinks):
             if sink is not None and (part := sink.close(commit)) is not None:
-                kept.append((part, sink.path))
+                kept.append((part, getattr(sink, "path", None)))
         if kept:
             log.warning(
                 "the run failed; its partial output is in %s (%s left as before)",
                 ", ".join(str(part) for part, _ in kept),
-                ", ".join(str(path) for _, path in kept),
+                ", ".join(str(path) for _, path in kept if path is not None),
             )
 
 
