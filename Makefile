@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(SRC)
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy edge_sameo engines train calib
+	$(VENV)/bin/mypy edge_sameo
 
 unit: $(STAMP)
 	$(PY) -m pytest -q

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from edge_sameo.commands.export import load_model_arg
 from edge_sameo.contract import BOXES, IMAGE_EMBEDDINGS, decoder_contract
+from edge_sameo.engines.export import DecoderGraph, _export, inference_copy
 from edge_sameo.modeling import set_token_layout
-from engines.export import DecoderGraph, _export, inference_copy
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 

@@ -41,7 +41,7 @@ from edge_sameo.data.synth import (
 )
 from edge_sameo.evaluation import BUCKETS
 from edge_sameo.io import atomic_write_json
-from train.score import detector_imgsz
+from edge_sameo.train.score import detector_imgsz
 
 
 def _bucket(occlusion: float) -> str:

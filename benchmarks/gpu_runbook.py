@@ -151,8 +151,8 @@ def tensorrt_rows(
     ort_encode: Callable[[NDArray[np.float32]], NDArray[np.float32]],
 ) -> list[Row]:
     from edge_sameo.backends.tensorrt_backend import TensorRTBackend
+    from edge_sameo.engines.tensorrt_build import load_tensorrt
     from edge_sameo.errors import EdgeSameoError
-    from engines.tensorrt_build import load_tensorrt
 
     try:
         trt = load_tensorrt()
@@ -216,8 +216,8 @@ def ort_outputs(
 
 
 def trt_status() -> str:
+    from edge_sameo.engines.tensorrt_build import load_tensorrt
     from edge_sameo.errors import EdgeSameoError
-    from engines.tensorrt_build import load_tensorrt
 
     try:
         return f"TensorRT {load_tensorrt().__version__} installed"
@@ -249,7 +249,7 @@ def markdown(rows: list[Row]) -> str:
 
 
 def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
-    from engines.export import ExportConfig, export_onnx
+    from edge_sameo.engines.export import ExportConfig, export_onnx
 
     torch.manual_seed(0)
     model = load(args)

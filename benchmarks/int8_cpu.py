@@ -34,9 +34,9 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from calib.batcher import BatcherConfig, ImageBatcher
-from calib.qdq import QdqConfig, quantize_graph
-from calib.report import rel_l2
+from edge_sameo.calib.batcher import BatcherConfig, ImageBatcher
+from edge_sameo.calib.qdq import QdqConfig, quantize_graph
+from edge_sameo.calib.report import rel_l2
 from edge_sameo.contract import IMAGE_EMBEDDINGS, PIXELS, ExportContract
 
 Runner = Callable[[NDArray[np.float32]], NDArray[np.float32]]
@@ -74,8 +74,8 @@ def peak_rss_mb() -> int:
 def export_vitt(out: Path) -> None:
     """Seeded ViT-Ti at 1024 px -> encoder.onnx/decoder.onnx/contract.json in ``out``."""
     from edge_sameo import build_model
+    from edge_sameo.engines.export import ExportConfig, export_onnx
     from edge_sameo.seeded import manifest_of, seeded_state_dict
-    from engines.export import ExportConfig, export_onnx
 
     model = build_model("vitt")
     model.load_state_dict(seeded_state_dict(manifest_of(model.state_dict()), seed=0))

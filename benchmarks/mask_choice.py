@@ -23,7 +23,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from edge_sameo.preprocess import upscale_masks
-from train.validate import prompted_instances
+from edge_sameo.train.validate import prompted_instances
 
 
 def _iou(pred: np.ndarray, gt: np.ndarray) -> float:

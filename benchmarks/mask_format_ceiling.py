@@ -24,7 +24,7 @@ from tqdm import tqdm
 from edge_sameo.data.synth import SynthConfig, generate_scene, item_seed
 from edge_sameo.io import atomic_write_json
 from edge_sameo.preprocess import upscale_masks
-from train.data import coverage
+from edge_sameo.train.data import coverage
 
 #: (name, low-res mask size): nano at 256 px, nano at 384 px, EfficientSAM at 1024 px.
 FORMATS = (("nano 256 px", 64), ("nano 384 px", 96), ("EfficientSAM 1024 px", 256))

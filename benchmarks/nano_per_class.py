@@ -22,7 +22,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from edge_sameo.predictor import best_masks
-from train.validate import prompted_instances
+from edge_sameo.train.validate import prompted_instances
 
 SIZES = ((0, 130), (130, 170), (170, 10_000))
 

@@ -1,6 +1,6 @@
 """Held-out amodal mIoU of nano-recipe runs against their stage-1 training, as one PNG.
 
-Each argument is ``label=metrics.json`` as ``python -m train nano`` writes it; append
+Each argument is ``label=metrics.json`` as ``python -m edge_sameo.train nano`` writes it; append
 ``+PRIOR`` (``label=metrics.json+PRIOR``) when the run's stage 1 continued the weights of the
 run labelled ``PRIOR`` (``warm_start``), so its samples are counted on top of the prior's.
 The x axis is the stage-1 training samples (images seen: epochs × steps × batch, log scale;

@@ -1,5 +1,5 @@
-"""Learning curves of refiner runs (``python -m train.refiner fit`` writes ``curve.csv``),
-one PNG: each validation figure against wall-clock minutes, a line per run, with the
+"""Learning curves of refiner runs (``python -m edge_sameo.train.refiner fit`` writes
+``curve.csv``), one PNG: each validation figure against wall-clock minutes, a line per run, with the
 decoders' own figure on the same crops as the reference line::
 
     python benchmarks/plot_refiner_curves.py A=runs/abl/A/curve.csv B=runs/abl/B/curve.csv \\
@@ -33,7 +33,7 @@ def read_curve(path: Path) -> dict[str, list[float]]:
 def decoder_reference(val_shard: Path) -> dict[str, float]:
     """The same crop-frame IoUs for the decoders' own logits (the refiner's inputs)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from train.refiner import Samples, crop_figures, mask_ious
+    from edge_sameo.train.refiner import Samples, crop_figures, mask_ious
 
     s = Samples.load(val_shard)
     target = s.targets > 127

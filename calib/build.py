@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from calib.batcher import BatcherConfig, ImageBatcher
-from calib.fp16 import Fp16Config, build_fp16
-from calib.qdq import QdqConfig, build_int8
-from calib.report import AccuracyReport, Gates, compare_precision
+from edge_sameo.calib.batcher import BatcherConfig, ImageBatcher
+from edge_sameo.calib.fp16 import Fp16Config, build_fp16
+from edge_sameo.calib.qdq import QdqConfig, build_int8
+from edge_sameo.calib.report import AccuracyReport, Gates, compare_precision
 from edge_sameo.contract import ExportContract
 from edge_sameo.errors import InputError
 

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from calib.batcher import ImageBatcher
-from calib.naming import precision_onnx_path
-from calib.session import cpu_backend
 from edge_sameo.backends.base import DecoderOutput
 from edge_sameo.backends.recording import RecordingBackend
+from edge_sameo.calib.batcher import ImageBatcher
+from edge_sameo.calib.naming import precision_onnx_path
+from edge_sameo.calib.session import cpu_backend
 from edge_sameo.contract import (
     IOU_PREDICTIONS,
     LOW_RES_LOGITS,

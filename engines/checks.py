@@ -21,10 +21,10 @@ from edge_sameo.contract import (
     REFINED_LOGITS,
     ExportContract,
 )
+from edge_sameo.engines.trt_ops import check_trt_ops
 from edge_sameo.errors import EdgeSameoError
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.preprocess import normalize_resized
-from engines.trt_ops import check_trt_ops
 
 #: TensorRT versions every export must parse on; 8.5 (JetPack 5) only below opset 17.
 TRT_TARGETS = ("8.6", "10.1")
@@ -79,7 +79,7 @@ def check_export(
     tables. Raises ``ExportCheckError`` on the first problem."""
     import onnxruntime as ort
 
-    from engines.export import reference_inputs
+    from edge_sameo.engines.export import reference_inputs
 
     directory = Path(directory)
     contract = ExportContract.read(directory)

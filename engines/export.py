@@ -216,7 +216,7 @@ def export_onnx(model: EfficientSam, cfg: ExportConfig) -> ExportContract:
     )
     contract.write(out)
     if cfg.check:
-        from engines.checks import check_export
+        from edge_sameo.engines.checks import check_export
 
         check_export(out, model)
     return contract

@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from calib.naming import precision_onnx_path
 from edge_sameo.backends.cuda_memory import CudaStream, DeviceArray
+from edge_sameo.calib.naming import precision_onnx_path
 from edge_sameo.contract import ExportContract, GraphContract
+from edge_sameo.engines.engine_cache import EngineCache, EngineKey, PlatformFacts, file_sha256
 from edge_sameo.errors import EdgeSameoError, InputError, MissingDependencyError
 from edge_sameo.io import atomic_write_bytes
-from engines.engine_cache import EngineCache, EngineKey, PlatformFacts, file_sha256
 
 # TensorRT objects are typed Any: tensorrt-stubs 10.13 cannot be read by mypy (its
 # tensorrt/ has no py.typed, and its .pyi has syntax errors: parameters named ``in``).

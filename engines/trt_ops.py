@@ -28,7 +28,9 @@ class OpSupport:
 def load_table(version: str) -> dict[str, OpSupport]:
     if version not in TRT_VERSIONS:
         raise ValueError(f"no operator table for TensorRT {version}; have {TRT_VERSIONS}")
-    text = resources.files("engines").joinpath(f"trt_onnx_ops/trt{version}.tsv").read_text()
+    text = (
+        resources.files("edge_sameo.engines").joinpath(f"trt_onnx_ops/trt{version}.tsv").read_text()
+    )
     rows = [
         r for r in csv.reader(text.splitlines(), delimiter="\t") if r and not r[0].startswith("#")
     ]

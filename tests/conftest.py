@@ -115,7 +115,7 @@ def _isolated_cache(
 
 def tiny_nano_recipe(out: Path, **changes: object) -> Any:
     """The nano recipe shrunk to seconds: a tiny model, three training scenes of 128×96."""
-    from train.nano import NanoRecipe
+    from edge_sameo.train.nano import NanoRecipe
 
     tiny_stage = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "warmup_steps": 1}
     fields: dict[str, Any] = {

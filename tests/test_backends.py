@@ -10,11 +10,11 @@ from edge_sameo import AmodalPredictor, build_model
 from edge_sameo.backends.base import Backend, DecoderOutput
 from edge_sameo.backends.registry import auto_choice, create_backend, export_dir_for
 from edge_sameo.backends.torch_backend import TorchBackend
+from edge_sameo.engines.export import ExportConfig, export_onnx
 from edge_sameo.errors import InputError, MissingDependencyError
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.preprocess import resize_pixels
 from edge_sameo.seeded import manifest_of, reference_image, seeded_state_dict
-from engines.export import ExportConfig, export_onnx
 
 HAS_OV = importlib.util.find_spec("openvino") is not None
 

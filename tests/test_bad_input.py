@@ -299,7 +299,7 @@ def test_calibrate_json_over_the_export(
 @pytest.fixture(scope="module")
 def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An export folder of the tiny model (graphs and contract.json)."""
-    from engines.export import ExportConfig, export_onnx
+    from edge_sameo.engines.export import ExportConfig, export_onnx
     from tests.conftest import seeded_tiny
 
     out = tmp_path_factory.mktemp("export")

@@ -12,18 +12,18 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from calib.batcher import BatcherConfig, ImageBatcher
-from calib.build import CalibrateConfig, calibrate
-from calib.fp16 import build_fp16
-from calib.meta import read_calib_meta
-from calib.naming import CALIB_META_FILE, precision_onnx_name, precision_onnx_path
-from calib.qdq import build_int8, quantized_nodes
-from calib.report import compare_precision, rel_l2
-from calib.session import cpu_backend, cpu_session
+from edge_sameo.calib.batcher import BatcherConfig, ImageBatcher
+from edge_sameo.calib.build import CalibrateConfig, calibrate
+from edge_sameo.calib.fp16 import build_fp16
+from edge_sameo.calib.meta import read_calib_meta
+from edge_sameo.calib.naming import CALIB_META_FILE, precision_onnx_name, precision_onnx_path
+from edge_sameo.calib.qdq import build_int8, quantized_nodes
+from edge_sameo.calib.report import compare_precision, rel_l2
+from edge_sameo.calib.session import cpu_backend, cpu_session
 from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS, ExportContract
+from edge_sameo.engines.export import ExportConfig, export_onnx, reference_inputs
+from edge_sameo.engines.trt_ops import check_trt_ops
 from edge_sameo.errors import InputError
-from engines.export import ExportConfig, export_onnx, reference_inputs
-from engines.trt_ops import check_trt_ops
 from tests.conftest import seeded_tiny
 
 GRAPHS = ("encoder.onnx", "decoder.onnx")
@@ -317,7 +317,7 @@ def export_dir_of_plain(refined_dir: Path) -> Path:
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_accuracy_report_covers_the_refiner(refined_dir: Path, precision: str) -> None:
-    from calib.report import Gates
+    from edge_sameo.calib.report import Gates
 
     held_out = ImageBatcher(BatcherConfig(count=4, **SMALL), 128).held_out(2)
     report = compare_precision(refined_dir, precision, held_out)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.engine_cache import EngineCache, EngineKey, PlatformFacts, key_differences
+from edge_sameo.engines.engine_cache import EngineCache, EngineKey, PlatformFacts, key_differences
 
 ORIN = PlatformFacts("10.3.0", "Orin", "8.7")
 

@@ -26,12 +26,12 @@ from edge_sameo.contract import (
     ExportContract,
     decoder_contract,
 )
+from edge_sameo.engines.checks import ExportCheckError, check_export
+from edge_sameo.engines.export import ExportConfig, export_onnx
+from edge_sameo.engines.trt_ops import check_trt_ops, load_table
 from edge_sameo.errors import InputError
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.seeded import manifest_of, seeded_state_dict
-from engines.checks import ExportCheckError, check_export
-from engines.export import ExportConfig, export_onnx
-from engines.trt_ops import check_trt_ops, load_table
 
 
 def dual_tiny() -> EfficientSam:

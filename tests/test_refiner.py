@@ -63,7 +63,7 @@ def test_refiner_config_rejects(bad: dict[str, object]) -> None:
 def test_cascade_stages_refine_the_previous_logits(tmp_path: Path) -> None:
     """A two-stage cascade: the second U-Net sees RGB + box + the first's logits; its
     output is the refiner's; ``fit --init`` of a one-stage refiner starts both stages."""
-    from train.refiner import load_init
+    from edge_sameo.train.refiner import load_init
 
     one = MaskRefiner(dataclasses.replace(SMALL, stages=1)).eval()
     torch.save({"config": one.config.to_dict(), "state_dict": one.state_dict()}, tmp_path / "r")
@@ -204,7 +204,7 @@ def test_refiner_changes_the_masks(tiny_model: EfficientSam, rgb_image: np.ndarr
 
 
 def test_model_card_shows_the_refiner_and_the_second_world() -> None:
-    from train.card import render
+    from edge_sameo.train.card import render
 
     metrics = json.loads(Path("models/nano/metrics.json").read_text())
     metrics = {k: v for k, v in metrics.items() if k not in ("refiner", "second_world")}
@@ -214,7 +214,7 @@ def test_model_card_shows_the_refiner_and_the_second_world() -> None:
     with_ref = {
         **metrics,
         "refiner": {
-            "commands": ["python -m train.refiner fit ..."],
+            "commands": ["python -m edge_sameo.train.refiner fit ..."],
             "config": SMALL.to_dict(),
             "params": 1234,
             "summary": "trained 1 min",
@@ -222,7 +222,7 @@ def test_model_card_shows_the_refiner_and_the_second_world() -> None:
         "second_world": {**test, "description": "another world"},
     }
     card = render(with_ref)
-    assert "**refiner**" in card and "python -m train.refiner fit ..." in card
+    assert "**refiner**" in card and "python -m edge_sameo.train.refiner fit ..." in card
     assert "(1,234 parameters)" in card
     assert "A second synthetic world, never trained on** (another world" in card
 
@@ -233,7 +233,7 @@ def test_model_card_shows_the_refiner_and_the_second_world() -> None:
 def test_samples_are_what_the_app_feeds_the_refiner(tiny_model: EfficientSam) -> None:
     """A training sample's inputs equal the predictor's crops for the same boxes."""
     from edge_sameo.data.synth import SynthConfig
-    from train.refiner import scene_samples, world_images
+    from edge_sameo.train.refiner import scene_samples, world_images
 
     model = with_refiner(tiny_model)
     synth = SynthConfig(size=(160, 120), objects=(2, 3))
@@ -252,7 +252,7 @@ def test_samples_are_what_the_app_feeds_the_refiner(tiny_model: EfficientSam) ->
 
 
 def test_fit_then_attach(tiny_model: EfficientSam, tmp_path: Path) -> None:
-    from train.refiner import Samples, main
+    from edge_sameo.train.refiner import Samples, main
 
     rng = np.random.default_rng(0)
     n = 40
@@ -304,8 +304,8 @@ def test_fit_then_attach(tiny_model: EfficientSam, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_nano_recipe_with_a_refiner_stage(tmp_path: Path) -> None:
+    from edge_sameo.train.nano import run_recipe
     from tests.conftest import tiny_nano_recipe
-    from train.nano import run_recipe
 
     recipe = tiny_nano_recipe(
         tmp_path / "nano",

@@ -1,4 +1,4 @@
-"""python -m train test: the bundled models scored on fresh scenes as their cards do."""
+"""python -m edge_sameo.train test: the bundled models scored on fresh scenes as their cards do."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from edge_sameo.errors import InputError
-from train.cli import main
-from train.score import (
+from edge_sameo.train.cli import main
+from edge_sameo.train.score import (
     BARS,
     BARS_SECOND_WORLD,
     DETECTOR,

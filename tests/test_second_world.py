@@ -91,8 +91,8 @@ def test_masks_are_exact_and_occlusion_spans_its_range(world: ModuleType) -> Non
 def test_the_set_loads_and_prepares_for_training(
     world: ModuleType, written: Path, tmp_path: Path
 ) -> None:
-    from train.config import DatasetSpec
-    from train.data import prepare_dataset
+    from edge_sameo.train.config import DatasetSpec
+    from edge_sameo.train.data import prepare_dataset
 
     ds = load_amodal_coco(written)
     assert [c["name"] for c in ds.categories] == list(world.CLASSES)

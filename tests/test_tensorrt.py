@@ -21,8 +21,7 @@ from edge_sameo import cli
 from edge_sameo.backends.cuda_memory import CudaStream, DeviceArray, NoGpuError
 from edge_sameo.build import CONFIGS
 from edge_sameo.contract import BOXES, IMAGE_EMBEDDINGS, PIXELS, decoder_contract, encoder_contract
-from edge_sameo.errors import InputError, MissingDependencyError
-from engines.tensorrt_build import (
+from edge_sameo.engines.tensorrt_build import (
     BuildConfig,
     FeedStager,
     LayerInfo,
@@ -32,6 +31,7 @@ from engines.tensorrt_build import (
     plan_precision,
     select_fp32_layers,
 )
+from edge_sameo.errors import InputError, MissingDependencyError
 from tests.conftest import REFINER_BOXES
 
 TINY = CONFIGS["tiny"]
@@ -308,7 +308,7 @@ KIND = {
 
 @pytest.fixture(scope="module")
 def exported_layers(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[LayerInfo]]:
-    from engines.export import ExportConfig, export_onnx
+    from edge_sameo.engines.export import ExportConfig, export_onnx
 
     out = {}
     for opset in (16, 17):
@@ -453,7 +453,7 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("tensorrt is not installed")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    from engines.export import ExportConfig, export_onnx
+    from edge_sameo.engines.export import ExportConfig, export_onnx
 
     d = tmp_path_factory.mktemp("trt_export")
     export_onnx(seeded_tiny(), ExportConfig(out_dir=d, max_boxes=16, opt_boxes=4, check=False))
@@ -467,8 +467,8 @@ def test_engines_match_onnxruntime(tiny_export: Path, precision: str, tol: float
     import onnxruntime as ort
 
     from edge_sameo.backends.tensorrt_backend import TensorRTBackend
-    from engines.export import reference_inputs
-    from engines.tensorrt_build import build_engines
+    from edge_sameo.engines.export import reference_inputs
+    from edge_sameo.engines.tensorrt_build import build_engines
 
     backend = TensorRTBackend(tiny_export, precision)
     assert backend.max_boxes == 16 and backend.cuda_graph == "on", backend.describe()
@@ -701,7 +701,7 @@ def fake_tensorrt(stream: HostStream) -> Any:
 
 @pytest.fixture(scope="module")
 def refiner_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engines.export import ExportConfig, export_onnx
+    from edge_sameo.engines.export import ExportConfig, export_onnx
     from tests.conftest import refined_tiny
 
     d = tmp_path_factory.mktemp("trt_refiner")
@@ -713,7 +713,7 @@ def refiner_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fake_trt(monkeypatch: pytest.MonkeyPatch) -> Any:
     """``load_tensorrt`` and ``open_cuda_stream`` answer with the fakes."""
     import edge_sameo.backends.cuda_memory as cuda_memory
-    import engines.tensorrt_build as tensorrt_build
+    import edge_sameo.engines.tensorrt_build as tensorrt_build
 
     stream = HostStream()
     trt = fake_tensorrt(stream)
@@ -726,7 +726,7 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_build_engines_covers_every_graph(
     refiner_export: Path, tmp_path: Path, fake_trt: Any, precision: str
 ) -> None:
-    from engines.tensorrt_build import build_engines
+    from edge_sameo.engines.tensorrt_build import build_engines
 
     cfg = BuildConfig(onnx_dir=refiner_export, precision=precision, out_dir=tmp_path)
     first = build_engines(cfg)

@@ -22,16 +22,16 @@ from edge_sameo.contract import ExportContract
 from edge_sameo.data import SynthConfig, generate_dataset
 from edge_sameo.errors import InputError
 from edge_sameo.preprocess import upscale_masks
+from edge_sameo.train import trainer as trainer_mod
+from edge_sameo.train.cache import encode_prepared, encoder_fingerprint, get_or_build
+from edge_sameo.train.cli import main as train_main
+from edge_sameo.train.config import DatasetSpec, TrainConfig, parse_overrides
+from edge_sameo.train.data import prepare_dataset
+from edge_sameo.train.export import SAMEO_FILE, TrainExportConfig, export_trained
+from edge_sameo.train.losses import LossWeights, mask_iou, sameo_loss
+from edge_sameo.train.sampling import epoch_picks, jitter_boxes, log_proportional, make_batch
+from edge_sameo.train.trainer import fit, lr_factor
 from tests.conftest import seeded_tiny
-from train import trainer as trainer_mod
-from train.cache import encode_prepared, encoder_fingerprint, get_or_build
-from train.cli import main as train_main
-from train.config import DatasetSpec, TrainConfig, parse_overrides
-from train.data import prepare_dataset
-from train.export import SAMEO_FILE, TrainExportConfig, export_trained
-from train.losses import LossWeights, mask_iou, sameo_loss
-from train.sampling import epoch_picks, jitter_boxes, log_proportional, make_batch
-from train.trainer import fit, lr_factor
 
 SYNTH = SynthConfig(size=(128, 96), objects=(2, 3), clutter=(0, 2))
 
@@ -84,7 +84,7 @@ def tiny_cfg(world: dict[str, Path], out: Path, **kw: object) -> TrainConfig:
 def test_config_from_yaml_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"out": "o", "train": ["a.json", {"path": "b.json"}]}))
-    from train.config import load_yaml
+    from edge_sameo.train.config import load_yaml
 
     data = load_yaml(path)
     data.update(parse_overrides(["lr=3e-4", "amodal_box_prob=0.25", "val=v.json"]))
@@ -108,8 +108,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_shipped_configs_are_valid(path: Path) -> None:
     """Every config under configs/ builds the TrainConfigs it promises (nano recipes: both
     stages, with the recipe's out folder and seeds; fit configs: one run)."""
-    from train.config import load_yaml
-    from train.nano import NanoRecipe, stage_configs
+    from edge_sameo.train.config import load_yaml
+    from edge_sameo.train.nano import NanoRecipe, stage_configs
 
     data = load_yaml(path)
     if "stage1" in data:
@@ -390,7 +390,7 @@ def test_ddp_two_gloo_processes_match_single_process(
     cfg_path.write_text(yaml.safe_dump(ddp.to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["-m", "train", "fit", "--config", str(cfg_path)]
+    cmd += ["-m", "edge_sameo.train", "fit", "--config", str(cfg_path)]
     proc = subprocess.run(
         cmd, cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=300
     )
@@ -455,7 +455,7 @@ def test_cli_fit_and_errors(
 
 
 def test_bench_cache_same_numbers(world: dict[str, Path], tmp_path: Path) -> None:
-    from train.bench import cache_speedup
+    from edge_sameo.train.bench import cache_speedup
 
     figures = cache_speedup(tiny_cfg(world, tmp_path / "bench", val=None), steps=3, warmup=1)
     assert figures["cache_steps_per_s"] > 0 and figures["encode_steps_per_s"] > 0
@@ -467,9 +467,9 @@ def test_bench_cache_same_numbers(world: dict[str, Path], tmp_path: Path) -> Non
 
 
 def test_nano_recipe_end_to_end_then_warm_start(tmp_path: Path) -> None:
+    from edge_sameo.train.card import render as render_card
+    from edge_sameo.train.nano import run_recipe
     from tests.conftest import tiny_nano_recipe
-    from train.card import render as render_card
-    from train.nano import run_recipe
 
     recipe = tiny_nano_recipe(tmp_path / "nano")
     result = run_recipe(recipe)

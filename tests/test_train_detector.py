@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge_sameo.data import SynthConfig
-from train.detector import DetectorTrainConfig, average_weights, main, train_detector
+from edge_sameo.train.detector import DetectorTrainConfig, average_weights, main, train_detector
 
 
 def test_config_rejects_bad_values(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_hours_and_warmup_reach_ultralytics(
     its ``warmup_epochs``; without --hours no ``time`` is passed at all."""
     import ultralytics
 
-    import train.detector as det
+    import edge_sameo.train.detector as det
 
     calls: list[dict[str, object]] = []
 
@@ -66,7 +66,7 @@ def test_pillars_reach_the_training_scenes_only(
     the default world's, so phases with and without pillars are scored on the same scenes."""
     import ultralytics
 
-    import train.detector as det
+    import edge_sameo.train.detector as det
 
     class FakeYOLO:
         def __init__(self, model: str) -> None:
@@ -177,7 +177,7 @@ def test_tiny_training_scores_held_out_and_exports_openvino(tmp_path: Path) -> N
 
 
 def test_epochs_trained_counts_result_rows(tmp_path: Path) -> None:
-    from train.detector import epochs_trained
+    from edge_sameo.train.detector import epochs_trained
 
     assert epochs_trained(tmp_path) is None
     (tmp_path / "results.csv").write_text("epoch,time\n1,7.0\n2,14.1\n3,21.0\n\n")

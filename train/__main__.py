@@ -1,8 +1,8 @@
-"""``python -m train``: the same entry as ``edge-sameo train`` (see ``train/cli.py``)."""
+"""``python -m edge_sameo.train``: the same entry as ``edge-sameo train`` (see ``train/cli.py``)."""
 
 from __future__ import annotations
 
-from train.cli import main
+from edge_sameo.train.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,12 +9,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from train.cache import get_or_build
-from train.config import TrainConfig
-from train.distributed import DistContext
-from train.losses import LossWeights
-from train.sampling import epoch_picks, log_proportional, make_batch
-from train.trainer import TrainStep, _gather, initial_model, prepare_sets, set_trainable, train_step
+from edge_sameo.train.cache import get_or_build
+from edge_sameo.train.config import TrainConfig
+from edge_sameo.train.distributed import DistContext
+from edge_sameo.train.losses import LossWeights
+from edge_sameo.train.sampling import epoch_picks, log_proportional, make_batch
+from edge_sameo.train.trainer import (
+    TrainStep,
+    _gather,
+    initial_model,
+    prepare_sets,
+    set_trainable,
+    train_step,
+)
 
 
 def cache_speedup(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from edge_sameo.modeling import EfficientSam
 from edge_sameo.modeling.efficient_sam import PIXEL_MEAN, PIXEL_STD
 
 if TYPE_CHECKING:
-    from train.data import PreparedSet
+    from edge_sameo.train.data import PreparedSet
 
 CACHE_VERSION = 1
 

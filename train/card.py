@@ -1,6 +1,6 @@
 """Render ``models/nano/MODEL_CARD.md`` from the run's ``metrics.json`` (real figures only).
 
-python -m train.card models/nano
+python -m edge_sameo.train.card models/nano
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from edge_sameo.evaluation import BUCKETS
 from edge_sameo.io import atomic_write_bytes
-from train.score import BARS_SECOND_WORLD, bars_line, nano_gate
+from edge_sameo.train.score import BARS_SECOND_WORLD, bars_line, nano_gate
 
 
 def _pct(v: Any) -> str:
@@ -92,7 +92,7 @@ def render(metrics: Mapping[str, Any]) -> str:
     tr, va, te = data["train"], data["val"], data["test"]
     synth = f", {json.dumps(data['synth'])}" if data["synth"] else ""
     config_file = metrics.get("config_file") or "configs/nano.yaml"
-    command = f"python -m train nano --config {config_file}"
+    command = f"python -m edge_sameo.train nano --config {config_file}"
     warm = metrics.get("warm_start")
     if warm:
         command += f" --set warm_start={warm}"
@@ -193,14 +193,14 @@ def render(metrics: Mapping[str, Any]) -> str:
         "The same table on scenes of any other seed (generated, then scored as above):",
         "",
         "```bash",
-        "python -m train test --seed 31337 --only nano     # or: edge-sameo train test ...",
+        "edge-sameo train test --seed 31337 --only nano",
         "```",
     ]
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.card", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m edge_sameo.train.card", description=__doc__)
     p.add_argument("folder", type=Path, nargs="?", default=Path("models/nano"))
     args = p.parse_args(argv)
     metrics = json.loads((args.folder / "metrics.json").read_text())

@@ -1,4 +1,4 @@
-"""The training command line, shared by ``python -m train`` and ``edge-sameo train``.
+"""The training command line, shared by ``python -m edge_sameo.train`` and ``edge-sameo train``.
 
 Subcommands: ``fit`` (a training run from YAML and/or flags), ``export`` (SAMEO decoder
 checkpoint + ONNX/engines), ``bench-cache`` (the embedding cache's speed-up),
@@ -47,7 +47,7 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
         help="train (SAMEO decoder fine-tuning or full training)",
         description="Train from a YAML config and/or flags (flags win; --set key=value "
         "sets any TrainConfig field). Multi-GPU/multi-node: torchrun --nproc_per_node=N "
-        "-m train fit ...",
+        "-m edge_sameo.train fit ...",
     )
     fit.add_argument("--config", type=Path, help="YAML file of TrainConfig fields")
     fit.add_argument("--out", type=Path, help="run folder (checkpoints, metrics, state)")
@@ -150,7 +150,7 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> Any:
     """TrainConfig from ``--config`` YAML, then the flags, then ``--set`` overrides."""
-    from train.config import TrainConfig, load_yaml, parse_overrides
+    from edge_sameo.train.config import TrainConfig, load_yaml, parse_overrides
 
     data: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
     for flag, name in FLAG_FIELDS.items():
@@ -166,7 +166,7 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from train.trainer import fit
+    from edge_sameo.train.trainer import fit
 
     cfg = build_config(args)
     summary = fit(cfg, resume=args.resume)
@@ -178,7 +178,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from train.export import TrainExportConfig, export_trained
+    from edge_sameo.train.export import TrainExportConfig, export_trained
 
     result = export_trained(
         TrainExportConfig(
@@ -203,7 +203,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     from edge_sameo.io import atomic_write_json
-    from train.bench import cache_speedup
+    from edge_sameo.train.bench import cache_speedup
 
     figures = cache_speedup(build_config(args), steps=args.steps)
     print(
@@ -219,8 +219,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_nano(args: argparse.Namespace) -> int:
-    from train.config import parse_overrides
-    from train.nano import NanoRecipe, run_recipe
+    from edge_sameo.train.config import parse_overrides
+    from edge_sameo.train.nano import NanoRecipe, run_recipe
 
     recipe = NanoRecipe.from_yaml(args.config, out=args.out, overrides=parse_overrides(args.set))
     if args.no_progress:
@@ -233,7 +233,7 @@ def run_nano(args: argparse.Namespace) -> int:
 def run_test(args: argparse.Namespace) -> int:
     from edge_sameo.errors import InputError
     from edge_sameo.io import atomic_write_json
-    from train.score import BARS, BARS_SECOND_WORLD, ScoreConfig, report, run_scores
+    from edge_sameo.train.score import BARS, BARS_SECOND_WORLD, ScoreConfig, report, run_scores
 
     if (args.seed is None) == (args.data is None):
         raise InputError("give --seed (fresh synthetic scenes) or --data (a COCO-amodal set)")
@@ -264,10 +264,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m train``: the same parser and error handling as ``edge-sameo train``."""
+    """``python -m edge_sameo.train``: the parser and error handling of ``edge-sameo train``."""
     from edge_sameo.cli import EXIT_USAGE, Parser
 
-    parser = Parser(prog="python -m train", description=__doc__)
+    parser = Parser(prog="python -m edge_sameo.train", description=__doc__)
     add_subcommands(parser)
     args = parser.parse_args(argv)
     try:

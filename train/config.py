@@ -242,7 +242,7 @@ def resolve_model_config(model: str | Mapping[str, Any] | ModelConfig) -> ModelC
     if model in CONFIGS:
         return CONFIGS[model]
     if model == "nano":
-        from train.nano import NANO_CONFIG
+        from edge_sameo.train.nano import NANO_CONFIG
 
         return NANO_CONFIG
     raise InputError(f"unknown model config {model!r}; choose one of {', '.join(CONFIGS)}, nano")

@@ -32,8 +32,8 @@ from edge_sameo.data import AmodalDataset, load_amodal_coco
 from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_json
 from edge_sameo.preprocess import boxes_to_model_frame, resize_pixels
-from train.cache import preprocess_fingerprint
-from train.config import DatasetSpec
+from edge_sameo.train.cache import preprocess_fingerprint
+from edge_sameo.train.config import DatasetSpec
 
 PREP_VERSION = 1
 META = "meta.json"

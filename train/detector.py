@@ -2,7 +2,7 @@
 
 One command reproduces it::
 
-    python -m train.detector --out models/detector
+    python -m edge_sameo.train.detector --out models/detector
 
 It exports the synthetic world in YOLO format (training seed), trains a YOLOv8n from
 its yaml (no pretrained weights: nothing can be downloaded), evaluates box AP50 on a
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from train.score import detector_test_yaml, score_detector
+from edge_sameo.train.score import detector_test_yaml, score_detector
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ def per_class_report(metrics: Any) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.detector", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m edge_sameo.train.detector", description=__doc__)
     p.add_argument("--out", type=Path, default=Path("models/detector"))
     p.add_argument("--train-count", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=25)

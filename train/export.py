@@ -98,7 +98,7 @@ def export_trained(cfg: TrainExportConfig) -> ExportResult:
     save_model(model, full, meta)
     if not cfg.onnx:
         return ExportResult(sameo, full)
-    from engines.export import ExportConfig, export_onnx
+    from edge_sameo.engines.export import ExportConfig, export_onnx
 
     onnx_dir = cfg.out / ONNX_DIR
     before = None
@@ -109,7 +109,7 @@ def export_trained(cfg: TrainExportConfig) -> ExportResult:
     changed = None if before is None else before != after
     built: list[str] = []
     if cfg.engine is not None:
-        from engines.tensorrt_build import BuildConfig, build_engines
+        from edge_sameo.engines.tensorrt_build import BuildConfig, build_engines
 
         for eng in build_engines(BuildConfig(onnx_dir=onnx_dir, precision=cfg.engine)):
             built.append(f"{eng.graph}: {'built' if eng.built else 'reused'} {eng.path}")

@@ -1,6 +1,6 @@
 """The bundled edge-sameo nano model: config and its two-stage recipe, end to end.
 
-    python -m train nano --config configs/nano.yaml        # or: edge-sameo train nano
+    python -m edge_sameo.train nano --config configs/nano.yaml        # or: edge-sameo train nano
 
 1. data: the synthetic world (issue #3) as COCO-amodal sets with dual images — a
    training set, a validation set and a held-out test set, each from its own seed;
@@ -80,7 +80,7 @@ class NanoRecipe:
         out: Path | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> NanoRecipe:
-        from train.config import load_yaml
+        from edge_sameo.train.config import load_yaml
 
         data: dict[str, Any] = load_yaml(path) if path is not None else {}
         for key, value in (overrides or {}).items():
@@ -115,7 +115,7 @@ class NanoRecipe:
 
 def stage_configs(recipe: NanoRecipe) -> tuple[Any, Any]:
     """The TrainConfigs of stage 1 and stage 2."""
-    from train.config import TrainConfig
+    from edge_sameo.train.config import TrainConfig
 
     common: dict[str, Any] = {
         "val": recipe.data_json("val"),
@@ -190,7 +190,7 @@ def make_data(recipe: NanoRecipe) -> dict[str, float]:
 
 def test_model(recipe: NanoRecipe, model_path: Path) -> dict[str, Any]:
     """Held-out scores: amodal head with modal and amodal box prompts, modal head."""
-    from train.score import score_nano
+    from edge_sameo.train.score import score_nano
 
     test = score_nano(model_path, recipe.data_json("test"), recipe.threads)
     return {"seed": recipe.test_seed, "scenes": recipe.test_count, **test}
@@ -199,8 +199,8 @@ def test_model(recipe: NanoRecipe, model_path: Path) -> dict[str, Any]:
 def run_recipe(recipe: NanoRecipe) -> dict[str, Any]:
     """Data, stage 1, stage 2, test; returns (and writes) ``metrics.json``'s content."""
     from edge_sameo.checkpoint import load_model, save_model
-    from train.export import write_sameo_decoder
-    from train.trainer import fit
+    from edge_sameo.train.export import write_sameo_decoder
+    from edge_sameo.train.trainer import fit
 
     t0 = time.perf_counter()
     recipe.out.mkdir(parents=True, exist_ok=True)
@@ -212,7 +212,7 @@ def run_recipe(recipe: NanoRecipe) -> dict[str, Any]:
     sum2 = fit(s2, resume=True)
     model = load_model(s2.out / "best.pt")
     meta = {
-        "recipe": "python -m train nano",
+        "recipe": "python -m edge_sameo.train nano",
         "stage1": str(s1.out),
         "stage2": str(s2.out),
         "weights": "synthetic world only (issue #3): not for real photos",
@@ -223,7 +223,7 @@ def run_recipe(recipe: NanoRecipe) -> dict[str, Any]:
         import torch
 
         from edge_sameo.modeling import MaskRefiner, RefinerConfig
-        from train.refiner import train_stage
+        from edge_sameo.train.refiner import train_stage
 
         decoders = recipe.runs / "decoders.pt"
         save_model(model, decoders, meta)

@@ -12,9 +12,10 @@ repeats for long; ``fit`` has a wall-clock budget with a cosine learning rate ov
 resumes from its ``state.pt`` and logs a learning curve (``curve.csv``) on a fixed
 validation shard.
 
-    python -m train.refiner gen --out runs/ref/shards --seed 2000 --shards 200
-    python -m train.refiner gen --out runs/ref/val --seed 2100 --shards 1 --scenes 150
-    python -m train.refiner fit --shards runs/ref/shards --val runs/ref/val --minutes 60 \
+    python -m edge_sameo.train.refiner gen --out runs/ref/shards --seed 2000 --shards 200
+    python -m edge_sameo.train.refiner gen --out runs/ref/val --seed 2100 --shards 1 --scenes 150
+    python -m edge_sameo.train.refiner fit --shards runs/ref/shards --val runs/ref/val \
+        --minutes 60 \
         --out runs/ref/fit
 """
 
@@ -42,7 +43,7 @@ from edge_sameo.modeling import EfficientSam
 from edge_sameo.modeling.refiner import MaskRefiner, RefinerConfig
 from edge_sameo.preprocess import normalize_resized, resize_pixels
 from edge_sameo.refine import crop_masks, refiner_crops
-from train.sampling import jitter_boxes
+from edge_sameo.train.sampling import jitter_boxes
 
 #: Instances with fewer visible pixels are prompted with their amodal box.
 MIN_VISIBLE = 16
@@ -206,7 +207,7 @@ def crop_figures(
 ) -> dict[str, float]:
     """The validation figures of per-sample IoUs: amodal on occluded samples by prompt kind
     and on whole objects, visible on every sample (the columns of ``curve.csv``)."""
-    from train.validate import OCCLUDED, WHOLE
+    from edge_sameo.train.validate import OCCLUDED, WHOLE
 
     occ = val.occlusion > OCCLUDED
     return {
@@ -410,7 +411,7 @@ def train_stage(
     cfg = {**STAGE_DEFAULTS, **settings}
     shards, val = out / "shards", out / "val"
     common = ["--nano", str(nano), "--crop", str(cfg["crop"]), "--grow", str(cfg["grow"])]
-    gen = [sys.executable, "-m", "train.refiner", "gen", *common]
+    gen = [sys.executable, "-m", "edge_sameo.train.refiner", "gen", *common]
     val_gen = [*gen, "--out", str(val), "--seed", str(val_seed), "--shards", "1"]
     subprocess.run([*val_gen, "--scenes", str(cfg["val_scenes"])], check=True)
     train_gen = [*gen, "--out", str(shards), "--seed", str(train_seed)]
@@ -455,8 +456,8 @@ def bundle(args: argparse.Namespace) -> None:
     set (and a second world), record everything in the ``metrics.json`` beside ``--out``
     and re-render the model card there."""
     from edge_sameo.io import atomic_write_json
-    from train.card import render
-    from train.score import score_nano
+    from edge_sameo.train.card import render
+    from edge_sameo.train.score import score_nano
 
     out = Path(args.out)
     attach(args)
@@ -485,7 +486,7 @@ def bundle(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train.refiner", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m edge_sameo.train.refiner", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gen", help="write shards of refiner samples from fresh scenes")
     g.add_argument("--out", required=True)

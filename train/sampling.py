@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from train.config import TrainConfig
-from train.data import PreparedSet
+from edge_sameo.train.config import TrainConfig
+from edge_sameo.train.data import PreparedSet
 
 
 def log_proportional(sizes: Sequence[int], weights: Sequence[float] | None = None) -> NDArray:

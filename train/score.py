@@ -1,8 +1,8 @@
 """Score trained models on fresh synthetic scenes: the model cards' held-out figures,
 and the quality bars, on any seed (or any COCO-amodal set with ``--data``).
 
-    python -m train test --seed 31337                 # both bundled models, 300 scenes
-    python -m train test --seed 31337 --only nano --nano my_run/nano.pt
+    python -m edge_sameo.train test --seed 31337                 # both bundled models, 300 scenes
+    python -m edge_sameo.train test --seed 31337 --only nano --nano my_run/nano.pt
 
 The nano model is scored as in its card (``train.nano``): every instance of the set
 prompted with its modal box and with its amodal box, the amodal head against amodal
@@ -52,7 +52,7 @@ def score_nano(
     from edge_sameo.checkpoint import load_model
     from edge_sameo.data import load_amodal_coco
     from edge_sameo.predictor import AmodalPredictor
-    from train.validate import predictor_results, score
+    from edge_sameo.train.validate import predictor_results, score
 
     if threads:
         torch.set_num_threads(threads)
@@ -141,7 +141,7 @@ def score_detector(
     from ultralytics import YOLO
 
     from edge_sameo.safety import check_detector_file
-    from train.detector import offline_env, per_class_report
+    from edge_sameo.train.detector import offline_env, per_class_report
 
     check_detector_file(weights)  # before ultralytics: a .pt pickle can run code
     offline_env()
@@ -278,7 +278,7 @@ def _pct(v: Any) -> str:
 
 def report(result: Mapping[str, Any]) -> str:
     """The figures as the model cards show them, with the gates' verdicts."""
-    from train.card import quality_table
+    from edge_sameo.train.card import quality_table
 
     if result.get("data"):
         lines = [f"# data set: {result['data']}", ""]

@@ -41,14 +41,14 @@ from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_bytes, atomic_write_json
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.preprocess import normalize_resized
-from train import metrics as metrics_io
-from train.cache import EmbeddingCache, get_or_build
-from train.config import TrainConfig
-from train.data import PreparedSet, prepare_dataset
-from train.distributed import DistContext, init_distributed, shutdown
-from train.losses import LossWeights, sameo_loss
-from train.sampling import Batch, epoch_picks, log_proportional, make_batch
-from train.validate import validate
+from edge_sameo.train import metrics as metrics_io
+from edge_sameo.train.cache import EmbeddingCache, get_or_build
+from edge_sameo.train.config import TrainConfig
+from edge_sameo.train.data import PreparedSet, prepare_dataset
+from edge_sameo.train.distributed import DistContext, init_distributed, shutdown
+from edge_sameo.train.losses import LossWeights, sameo_loss
+from edge_sameo.train.sampling import Batch, epoch_picks, log_proportional, make_batch
+from edge_sameo.train.validate import validate
 
 STATE_FILE = "state.pt"
 SUMMARY_FILE = "summary.json"

@@ -31,9 +31,9 @@ from edge_sameo.data.coco_amodal import rle_from_mask, rle_to_json
 from edge_sameo.evaluation import BUCKETS, evaluate
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.predictor import AmodalPredictor, best_masks
-from train.cache import EmbeddingCache, encode_prepared
-from train.config import DatasetSpec
-from train.data import PreparedSet, prepare_dataset
+from edge_sameo.train.cache import EmbeddingCache, encode_prepared
+from edge_sameo.train.config import DatasetSpec
+from edge_sameo.train.data import PreparedSet, prepare_dataset
 
 #: An instance counts as occluded above this occlusion rate (the evaluator's buckets).
 OCCLUDED = 0.1

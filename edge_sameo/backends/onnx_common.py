@@ -44,7 +44,7 @@ def open_graph(
 ) -> T:
     """``opener(path)`` of a graph's file, after checking the file against the sha256 that
     ``contract.json`` lists for it; a file the runtime cannot parse is an ``InputError``."""
-    from engines.engine_cache import file_sha256
+    from edge_sameo.engines.engine_cache import file_sha256
 
     path = precision_file(directory, graph_file, precision)
     expected = contract.sha256.get(path.name)

@@ -54,8 +54,8 @@ def is_available(name: str) -> bool:
         return True
     if not torch.cuda.is_available():
         return False
+    from edge_sameo.engines.tensorrt_build import load_tensorrt
     from edge_sameo.errors import MissingDependencyError
-    from engines.tensorrt_build import load_tensorrt
 
     try:  # tensorrt-stubs alone import as an empty package
         load_tensorrt()
@@ -97,7 +97,7 @@ def weights_digest(model: EfficientSam) -> str:
 
 def export_dir_for(model: EfficientSam) -> Path:
     """The cached export folder of a model, exporting (and checking) it on first use."""
-    from engines.export import ExportConfig, export_onnx
+    from edge_sameo.engines.export import ExportConfig, export_onnx
 
     directory = cache_root() / "exports" / weights_digest(model)
     if not (directory / CONTRACT_FILE).is_file():

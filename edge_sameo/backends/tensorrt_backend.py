@@ -36,7 +36,7 @@ from edge_sameo.contract import (
 from edge_sameo.errors import EdgeSameoError, InputError
 
 if TYPE_CHECKING:
-    from engines.tensorrt_build import BuildConfig
+    from edge_sameo.engines.tensorrt_build import BuildConfig
 
 
 class EngineLoadError(EdgeSameoError):
@@ -203,7 +203,7 @@ class TensorRTBackend(Backend):
         cuda_graph: bool = True,
         **build_options: Any,
     ) -> None:
-        from engines.tensorrt_build import BuildConfig
+        from edge_sameo.engines.tensorrt_build import BuildConfig
 
         cfg = BuildConfig(
             onnx_dir=Path(export_dir),
@@ -224,8 +224,8 @@ class TensorRTBackend(Backend):
         from dataclasses import replace
 
         from edge_sameo.backends.cuda_memory import open_cuda_stream
-        from engines.engine_cache import EngineCache
-        from engines.tensorrt_build import build_engines, engine_name, load_tensorrt
+        from edge_sameo.engines.engine_cache import EngineCache
+        from edge_sameo.engines.tensorrt_build import build_engines, engine_name, load_tensorrt
 
         if cfg.precision not in self.precisions:
             raise InputError(

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    from engines.tensorrt_build import GRAPHS
+    from edge_sameo.engines.tensorrt_build import GRAPHS
 
     p = sub.add_parser(
         "build",
@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engines.tensorrt_build import DEFAULT_KEEP_FP32, BuildConfig, build_engines
+    from edge_sameo.engines.tensorrt_build import DEFAULT_KEEP_FP32, BuildConfig, build_engines
 
     keep = (
         DEFAULT_KEEP_FP32

@@ -79,10 +79,10 @@ def check_paths(args: argparse.Namespace, source: Path | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calib.batcher import BatcherConfig
-    from calib.build import CalibrateConfig, calibrate
-    from calib.qdq import QdqConfig
-    from calib.report import Gates
+    from edge_sameo.calib.batcher import BatcherConfig
+    from edge_sameo.calib.build import CalibrateConfig, calibrate
+    from edge_sameo.calib.qdq import QdqConfig
+    from edge_sameo.calib.report import Gates
     from edge_sameo.io import atomic_write_json
 
     kind, path = parse_source(args.source)

@@ -55,8 +55,8 @@ def check_paths(out: Path, inputs: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engines.checks import check_export
-    from engines.export import ExportConfig, export_onnx
+    from edge_sameo.engines.checks import check_export
+    from edge_sameo.engines.export import ExportConfig, export_onnx
 
     check_paths(args.out, {"--model": args.model, "--base": args.base})
     cfg = ExportConfig(out_dir=args.out, opset=args.opset, max_boxes=args.max_boxes, check=False)
