@@ -14,8 +14,7 @@ from edge_sameo.calib.qdq import QdqConfig, build_int8
 from edge_sameo.calib.report import AccuracyReport, Gates, compare_precision
 from edge_sameo.contract import ExportContract
 from edge_sameo.errors import InputError
-
-BUILD_PRECISIONS = ("fp16", "int8")
+from edge_sameo.precision import CALIBRATED_PRECISIONS, check_precision
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,7 @@ class CalibrateConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        if self.precision not in BUILD_PRECISIONS:
-            raise InputError(
-                f"precision must be one of {', '.join(BUILD_PRECISIONS)}, not {self.precision!r}"
-            )
+        check_precision(self.precision, CALIBRATED_PRECISIONS)
         if self.eval_count < 1:
             raise InputError(f"eval count must be >= 1, got {self.eval_count}")
         if self.threads < 0:

@@ -17,9 +17,8 @@ from typing import Any
 import onnx
 
 from edge_sameo.calib.meta import record_graph
-from edge_sameo.calib.naming import precision_onnx_path
 from edge_sameo.calib.policy import KEEP_FLOAT_PATTERNS, compile_patterns, matching_nodes
-from edge_sameo.contract import ExportContract
+from edge_sameo.contract import ExportContract, precision_onnx_path
 from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_bytes
 

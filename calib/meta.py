@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edge_sameo.calib.naming import CALIB_META_FILE
+from edge_sameo.contract import CALIB_META_FILE
 from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_json
 

@@ -9,7 +9,7 @@ float entirely. Scales come from ONNX Runtime's static calibration over an
 ``ImageBatcher`` (real images; the decoder gets real fp32-encoder embeddings and boxes).
 
 The other knobs (uint8 activations, QOperator format, reduce_range) exist for the CPU
-study in ``benchmarks/int8_cpu.py``; such graphs are ONNX Runtime–only.
+study in ``docs/experiments/cpu_runtimes.md``; such graphs are ONNX Runtime–only.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import Any
 
 import onnx
 
+from edge_sameo.backends.onnx_common import ort_session
 from edge_sameo.calib.batcher import BatcherConfig, Feed, ImageBatcher
 from edge_sameo.calib.meta import record_graph
-from edge_sameo.calib.naming import precision_onnx_path
 from edge_sameo.calib.policy import KEEP_FLOAT_PATTERNS, compile_patterns, matching_nodes
-from edge_sameo.calib.session import cpu_backend, cpu_session
-from edge_sameo.contract import ExportContract
+from edge_sameo.calib.session import cpu_backend
+from edge_sameo.contract import ExportContract, precision_onnx_path
 from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_bytes
 
@@ -50,7 +50,7 @@ class QdqConfig:
         (Q·Kᵀ and attention·V). Off by default: over 4096 tokens most softmax
         probabilities are far below one int8 step of a per-tensor scale, and the ViT-Ti
         embedding came out 49 % off (rel L2) with them quantized vs 3 % without
-        (``benchmarks/int8_cpu.py``). TensorRT then runs attention in fp16.
+        (``docs/experiments/cpu_runtimes.md``). TensorRT then runs attention in fp16.
     per_channel: per-output-channel weight scales (else one scale per tensor).
     method / percentile: calibration of activation ranges.
     activation_type / symmetric_activations / reduce_range / quant_format: CPU-study
@@ -282,7 +282,7 @@ def build_int8(
     # encoder, the refiner on the crops the predictor makes from the fp32 graphs' masks.
     feeds: dict[str, tuple[Iterable[Feed], dict[str, Any]]] = {
         enc: (batcher.encoder_feeds(), {}),
-        dec: (batcher.decoder_feeds(cpu_session(onnx_dir / enc, threads)), {"embeddings": enc}),
+        dec: (batcher.decoder_feeds(ort_session(onnx_dir / enc, threads)), {"embeddings": enc}),
     }
     if contract.refiner is not None:
         feeds[contract.refiner.file] = (

@@ -25,7 +25,6 @@ from numpy.typing import NDArray
 from edge_sameo.backends.base import DecoderOutput
 from edge_sameo.backends.recording import RecordingBackend
 from edge_sameo.calib.batcher import ImageBatcher
-from edge_sameo.calib.naming import precision_onnx_path
 from edge_sameo.calib.session import cpu_backend
 from edge_sameo.contract import (
     IOU_PREDICTIONS,
@@ -33,6 +32,7 @@ from edge_sameo.contract import (
     MODAL_IOU_PREDICTIONS,
     MODAL_LOW_RES_LOGITS,
     ExportContract,
+    precision_onnx_path,
 )
 from edge_sameo.errors import InputError
 from edge_sameo.masks import mask_iou

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,6 +33,10 @@ from edge_sameo.masks import mask_iou
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.predictor import AmodalPredictor, best_masks
 from edge_sameo.preprocess import resize_pixels
+
+if TYPE_CHECKING:
+    from edge_sameo.backends.registry import Export
+    from edge_sameo.backends.tensorrt_backend import EngineBuild
 
 BASELINE = "torch-eager fp32"
 #: The stages of ``Prediction.speed`` reported per model in a comparison.
@@ -219,9 +223,13 @@ def candidate_runtimes(
     export_dir: Path | None,
     wanted: Sequence[str] | None,
     threads: int | None = None,
+    *,
+    export: Export | None = None,
+    build: EngineBuild | None = None,
 ) -> list[tuple[str, Callable[[], Backend]]]:
     """Every (name, factory) available here; the baseline first. The model is exported
-    (once, cached) only when a runtime that reads the export is selected."""
+    (once, cached; by ``export``, see ``registry.export_dir_for``) only when a runtime that
+    reads the export is selected; ``build`` builds missing TensorRT engines."""
     import copy
 
     from edge_sameo.backends.registry import export_dir_for, is_available
@@ -274,10 +282,10 @@ def candidate_runtimes(
 
         trt: Callable[..., Backend] = backend_class("tensorrt")
         for p in ("fp16", "int8"):
-            exported.append((f"tensorrt {p}", partial(trt, precision=p), None))
+            exported.append((f"tensorrt {p}", partial(trt, precision=p, build=build), None))
     exported = [e for e in exported if keep(e[0])]
     if exported:
-        directory = export_dir or export_dir_for(model)
+        directory = export_dir or export_dir_for(model, export)
         runs += [
             (name, partial(make, directory))
             for name, make, need in exported
@@ -450,10 +458,14 @@ def run_bench(
     progress: Callable[[str], None] = print,
     threads: int | None = None,
     peers: Sequence[str] = (),
+    *,
+    export: Export | None = None,
+    build: EngineBuild | None = None,
 ) -> dict[str, Any]:
     """Benchmark every runtime (``threads``: one count for torch, ONNX Runtime and
     OpenVINO alike, so the comparison stays fair on a shared machine) and the ``peers``
-    (:mod:`edge_sameo.bench_peers`) in the same rounds."""
+    (:mod:`edge_sameo.bench_peers`) in the same rounds; ``export`` and ``build`` as in
+    :func:`candidate_runtimes`."""
     import torch
 
     if threads:
@@ -464,7 +476,9 @@ def run_bench(
         # One runtime failing must not lose the others' figures.
         progress(f"  {rt_name} failed: {type(exc).__name__}: {exc}")
 
-    for name, make in candidate_runtimes(model, export_dir, wanted, threads):
+    for name, make in candidate_runtimes(
+        model, export_dir, wanted, threads, export=export, build=build
+    ):
         progress(f"setting up {name} ...")
         try:
             runtimes.append(_Runtime(name, make, image, cfg))
@@ -805,18 +819,22 @@ def run_compare(
     progress: Callable[[str], None] = print,
     threads: int | None = None,
     labels: tuple[str, str] = ("model", "baseline"),
+    *,
+    export: Export | None = None,
+    build: EngineBuild | None = None,
 ) -> dict[str, Any]:
     """``model`` against ``baseline`` on every runtime both run here (``wanted``: substrings
     of the runtime names to keep; ``export_dir``: ``model``'s export folder, the baseline is
-    exported on demand; ``threads`` as in :func:`run_bench`)."""
+    exported on demand by ``export``; ``threads`` as in :func:`run_bench`, ``build`` as in
+    :func:`candidate_runtimes`)."""
     import torch
 
     from edge_sameo.errors import InputError
 
     if threads:
         torch.set_num_threads(threads)
-    ours = dict(candidate_runtimes(model, export_dir, wanted, threads))
-    theirs = dict(candidate_runtimes(baseline, None, wanted, threads))
+    made = partial(candidate_runtimes, wanted=wanted, threads=threads, export=export, build=build)
+    ours, theirs = dict(made(model, export_dir)), dict(made(baseline, None))
     # Unlike run_bench, no runtime is kept for mask agreement: only the ones asked for.
     names = [n for n in ours if n in theirs and (not wanted or any(w in n for w in wanted))]
     if not names:

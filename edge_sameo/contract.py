@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sameo.modeling import ModelConfig, RefinerConfig
+from edge_sameo.precision import ONNX_PRECISIONS, check_precision
 
 CONTRACT_VERSION = 1
 CONTRACT_FILE = "contract.json"
@@ -41,9 +42,6 @@ REFINED_LOGITS = "refined_logits"
 #: Symbolic name of the dynamic box axis.
 NUM_BOXES = "num_boxes"
 
-#: Precisions with their own ONNX file beside the fp32 export (bf16 is a runtime setting of
-#: the fp32 graph, not a file); ``calib`` writes the fp16/int8 variants.
-ONNX_PRECISIONS = ("fp32", "fp16", "int8")
 #: Sidecar beside the graphs: what was kept float and which data calibrated each variant.
 CALIB_META_FILE = "calib_meta.json"
 
@@ -53,13 +51,11 @@ DEFAULT_BOX_PROFILE = (1, 8, 64)
 
 
 def precision_onnx_name(graph_file: str, precision: str) -> str:
-    """``("encoder.onnx", "int8") -> "encoder.int8.onnx"``; fp32 returns ``graph_file``."""
+    """``("encoder.onnx", "int8") -> "encoder.int8.onnx"``; fp32 returns ``graph_file``.
+    The fp32 export and its precision variants (``calib`` writes them) sit side by side."""
     from edge_sameo.errors import InputError
 
-    if precision not in ONNX_PRECISIONS:
-        raise InputError(
-            f"precision must be one of {', '.join(ONNX_PRECISIONS)}, not {precision!r}"
-        )
+    check_precision(precision, ONNX_PRECISIONS)
     if not graph_file.endswith(".onnx"):
         raise InputError(f"{graph_file!r} is not an .onnx file name")
     if precision == "fp32":

@@ -77,8 +77,7 @@ def check_export(
     """Run every graph of the export on ONNX Runtime against PyTorch (several box counts,
     to prove the dynamic axis) and check their operators against the TensorRT parser
     tables. Raises ``ExportCheckError`` on the first problem."""
-    import onnxruntime as ort
-
+    from edge_sameo.backends.onnx_common import ort_session
     from edge_sameo.engines.export import reference_inputs
 
     directory = Path(directory)
@@ -97,14 +96,7 @@ def check_export(
             if problems:
                 raise ExportCheckError(f"{directory / graph.file}: {problems[0]}")
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sessions = {
-        graph.name: ort.InferenceSession(
-            str(directory / graph.file), opts, providers=["CPUExecutionProvider"]
-        )
-        for graph in contract.graphs
-    }
+    sessions = {graph.name: ort_session(directory / graph.file) for graph in contract.graphs}
     for n in box_counts:
         inputs = reference_inputs(contract, seed=n, num_boxes=n)
         ref = torch_reference(model, inputs)

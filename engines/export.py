@@ -42,21 +42,18 @@ from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_bytes
 from edge_sameo.modeling import EfficientSam, set_token_layout
 from edge_sameo.modeling.efficient_sam import PIXEL_MEAN, PIXEL_STD
-from edge_sameo.modeling.image_encoder import Block
 
 MIN_OPSET = 13
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """What ``edge-sameo export`` writes."""
+    """What ``edge-sameo export`` writes. The decoder graph holds the modal head too when
+    the model has one; the box axis' profile is (1, min(8, max_boxes), max_boxes)."""
 
     out_dir: Path
     opset: int = DEFAULT_OPSET
     max_boxes: int = DEFAULT_BOX_PROFILE[2]
-    opt_boxes: int = DEFAULT_BOX_PROFILE[1]
-    #: Export the modal head too when the model has one.
-    dual: bool = True
     check: bool = True
 
     def __post_init__(self) -> None:
@@ -67,24 +64,17 @@ class ExportConfig:
 
     @property
     def box_profile(self) -> tuple[int, int, int]:
-        return (1, min(self.opt_boxes, self.max_boxes), self.max_boxes)
+        return (1, min(DEFAULT_BOX_PROFILE[1], self.max_boxes), self.max_boxes)
 
 
 def inference_copy(model: EfficientSam) -> EfficientSam:
     """A deep copy prepared for export: explicit attention, a constant pos_embed and the
     decoders' upscaling in token layout (no channel transposes)."""
     m = copy.deepcopy(model).eval().float()
-    set_fused_attention(m, False)
+    m.set_fused_attention(False)
     m.image_encoder.freeze_pos_embed()
     set_token_layout(m, True)
     return m
-
-
-def set_fused_attention(model: EfficientSam, fused: bool) -> None:
-    """Switch the encoder between SDPA (fast in eager torch) and the explicit form."""
-    for blk in model.image_encoder.blocks:
-        assert isinstance(blk, Block)
-        blk.attn.fused = fused
 
 
 class EncoderGraph(nn.Module):
@@ -174,9 +164,9 @@ def export_onnx(model: EfficientSam, cfg: ExportConfig) -> ExportContract:
     """
     m = inference_copy(model)
     mc = m.config
-    modal = cfg.dual and m.has_modal_decoder
+    modal = m.has_modal_decoder
     if m.refiner is not None and m.refiner.config.use_logits and not modal:
-        raise InputError("this refiner takes the modal decoder's logits: export that decoder too")
+        raise InputError("this refiner takes the modal decoder's logits; the model has none")
     enc_c = encoder_contract(mc)
     dec_c = decoder_contract(mc, modal=modal, box_profile=cfg.box_profile)
     pixels = torch.rand(
@@ -220,6 +210,12 @@ def export_onnx(model: EfficientSam, cfg: ExportConfig) -> ExportContract:
 
         check_export(out, model)
     return contract
+
+
+def export_to(model: EfficientSam, directory: Path) -> None:
+    """The checked export of ``model`` (default :class:`ExportConfig`) into ``directory``:
+    the ``export`` the CLI hands the runtime (``edge_sameo.backends.registry.Export``)."""
+    export_onnx(model, ExportConfig(out_dir=directory))
 
 
 def reference_inputs(

@@ -1,41 +1,46 @@
-"""Build TensorRT engines from the exported ONNX graphs (NVIDIA samples' ``EngineBuilder``).
+"""Build TensorRT engines from the exported ONNX graphs (NVIDIA samples' ``EngineBuilder``),
+reusing the engine cache (:class:`~edge_sameo.backends.engine_cache.EngineCache`) when the
+graph, TensorRT, GPU and options are unchanged.
 
-Precision routes, chosen by feature detection on the installed ``tensorrt`` (never by
-version strings) — see :func:`plan_precision`:
-
-* **flags** (TensorRT 8.6 / 10.x): a weakly typed network from the fp32 graph with the
-  ``FP16`` / ``INT8`` builder flags; LayerNorm / Softmax (optionally residual Add) layers
-  are pinned to FP32 through layer precision constraints; INT8 scales come from the legacy
-  entropy calibrator (calibration feeds and/or a calibration cache) — or, when the Q/DQ
-  graph ``<graph>.int8.onnx`` exists, from its Q/DQ nodes (explicit quantization).
-* **typed** (TensorRT >= 10 with ``STRONGLY_TYPED``; the only route on TensorRT 11, which
-  removed the precision flags and calibrators): a strongly typed network from a graph that
-  carries its precision — ``<graph>.fp16.onnx`` (FP16 casts) or ``<graph>.int8.onnx``
-  (Q/DQ), written by ``calib`` (file names: :mod:`calib.naming`). A plain fp32 graph
-  cannot become FP16/INT8 on this route: that is refused with a message naming the file.
+The stages live one per module: :mod:`.precision_plan` picks each graph's ONNX file, network
+kind and builder flags; :mod:`.fp32_layers` picks the layers kept in FP32;
+:mod:`.calibrator` is the legacy INT8 calibrator; this module parses, configures, builds
+and caches. :func:`build_for_runtime` is what the CLI hands the TensorRT runtime as its
+``build``.
 
 ``tensorrt`` is imported only inside functions; importing this module is cheap.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
-from edge_sameo.backends.cuda_memory import CudaStream, DeviceArray
-from edge_sameo.calib.naming import precision_onnx_path
+from edge_sameo.backends.cuda_memory import CudaStream
+from edge_sameo.backends.engine_cache import (
+    EngineCache,
+    EngineKey,
+    PlatformFacts,
+    engine_name,
+    file_sha256,
+    platform_facts,
+)
 from edge_sameo.contract import ExportContract, GraphContract
-from edge_sameo.engines.engine_cache import EngineCache, EngineKey, PlatformFacts, file_sha256
-from edge_sameo.errors import EdgeSameoError, InputError, MissingDependencyError
+from edge_sameo.engines.calibrator import Feeds, FeedStager, make_entropy_calibrator
+from edge_sameo.engines.fp32_layers import (
+    DEFAULT_KEEP_FP32,
+    KEEP_FP32_CHOICES,
+    LayerInfo,
+    select_fp32_layers,
+)
+from edge_sameo.engines.precision_plan import PrecisionPlan, TrtFeatures, plan_precision
+from edge_sameo.errors import EdgeSameoError, InputError
 from edge_sameo.io import atomic_write_bytes
+from edge_sameo.precision import ENGINE_PRECISIONS, check_precision
 
 # TensorRT objects are typed Any: tensorrt-stubs 10.13 cannot be read by mypy (its
 # tensorrt/ has no py.typed, and its .pyi has syntax errors: parameters named ``in``).
@@ -44,44 +49,14 @@ TrtConfig = Any  # tensorrt.IBuilderConfig
 TrtParser = Any  # tensorrt.OnnxParser
 TrtProfile = Any  # tensorrt.IOptimizationProfile
 
-PRECISIONS = ("fp32", "fp16", "int8")
 #: What ``BuildConfig.graphs`` selects: every graph of the export, one of them, or
 #: ``both`` (encoder and decoder: the meaning it had before exports could carry a refiner).
 GRAPHS = ("all", "both", "encoder", "decoder", "refiner")
 _SELECTED = {"all": ("encoder", "decoder", "refiner"), "both": ("encoder", "decoder")}
-ROUTES = ("auto", "flags", "typed")
-#: Layer groups that may be pinned to FP32 on the flags route (see :func:`select_fp32_layers`).
-KEEP_FP32_CHOICES = ("LayerNorm", "Softmax", "Add")
-#: LayerNorm overflows and Softmax loses its small probabilities in FP16 (ViT encoders);
-#: residual Adds are opt-in: pinning them breaks GEMM-epilogue fusion (slower).
-DEFAULT_KEEP_FP32 = ("LayerNorm", "Softmax")
-TRT_EXTRA = "pip install 'edge-sameo[trt]'"
-
-#: One calibration feed: input name -> array of the shape the engine's profile takes.
-Feeds = Mapping[str, NDArray[Any]]
 
 
 class EngineBuildError(EdgeSameoError):
     """TensorRT could not parse or build a graph (the message lists the parser errors)."""
-
-
-def load_tensorrt() -> ModuleType:
-    """Import the real ``tensorrt`` or raise :class:`MissingDependencyError`.
-
-    ``tensorrt-stubs`` (installed for type checking) makes ``import tensorrt`` succeed as
-    an empty namespace package, so the import alone proves nothing: check for ``Builder``.
-    """
-    import importlib
-
-    try:
-        tensorrt = importlib.import_module("tensorrt")
-    except ImportError:
-        raise MissingDependencyError(f"tensorrt is not installed: {TRT_EXTRA}") from None
-    if not hasattr(tensorrt, "Builder"):
-        raise MissingDependencyError(
-            f"tensorrt is not installed (only its type stubs are): {TRT_EXTRA}"
-        )
-    return tensorrt
 
 
 @dataclass(frozen=True)
@@ -111,9 +86,6 @@ class BuildConfig:
         default=None, repr=False, compare=False
     )
     keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32
-    #: OBEY (fail when no FP32 kernel exists) instead of PREFER precision constraints.
-    obey_precision: bool = False
-    route: str = "auto"
     rebuild: bool = False
 
     def __post_init__(self) -> None:
@@ -122,14 +94,9 @@ class BuildConfig:
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
         object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
-        if self.precision not in PRECISIONS:
-            raise InputError(
-                f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
-            )
+        check_precision(self.precision, ENGINE_PRECISIONS, "--precision")
         if self.graphs not in GRAPHS:
             raise InputError(f"graphs must be one of {', '.join(GRAPHS)}, not {self.graphs!r}")
-        if self.route not in ROUTES:
-            raise InputError(f"route must be one of {', '.join(ROUTES)}, not {self.route!r}")
         if self.workspace_mib is not None and self.workspace_mib < 1:
             raise InputError(f"--workspace must be >= 1 MiB, got {self.workspace_mib}")
         if self.max_aux_streams is not None and self.max_aux_streams < 0:
@@ -162,322 +129,6 @@ class BuildConfig:
 
     def calib_cache_file(self, graph: str) -> Path:
         return (self.calib_cache or self.engine_dir) / f"{graph}.int8.calib"
-
-
-@dataclass(frozen=True)
-class TrtFeatures:
-    """What the installed TensorRT offers, found by attribute, not by version."""
-
-    version: str
-    #: ``BuilderFlag.FP16``/``INT8`` exist (TensorRT <= 10; removed in 11)
-    precision_flags: bool
-    #: ``IInt8EntropyCalibrator2`` and ``IBuilderConfig.int8_calibrator`` (<= 10; gone in 11)
-    calibrators: bool
-    #: ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` (>= 10; always on in 11)
-    strongly_typed: bool
-    #: ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH`` (required on 8.x, ignored on 10)
-    explicit_batch_flag: bool
-
-    @classmethod
-    def detect(cls, trt: ModuleType) -> TrtFeatures:
-        flags, net = trt.BuilderFlag, trt.NetworkDefinitionCreationFlag
-        return cls(
-            version=str(getattr(trt, "__version__", "unknown")),
-            precision_flags=hasattr(flags, "FP16") and hasattr(flags, "INT8"),
-            calibrators=hasattr(trt, "IInt8EntropyCalibrator2")
-            and hasattr(trt.IBuilderConfig, "int8_calibrator"),
-            strongly_typed=hasattr(net, "STRONGLY_TYPED"),
-            explicit_batch_flag=hasattr(net, "EXPLICIT_BATCH"),
-        )
-
-
-def onnx_precision(path: Path) -> str:
-    """``"int8"`` for a graph with Q/DQ nodes, ``"fp16"`` for one with FP16 casts, FP16
-    weights or FP16 I/O, else ``"fp32"`` (the plain export). Weights are not loaded."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    graph = model.graph
-    ops = {n.op_type for n in graph.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear"}:
-        return "int8"
-    fp16 = onnx.TensorProto.FLOAT16
-    if any(i.data_type == fp16 for i in graph.initializer):
-        return "fp16"
-    for node in graph.node:
-        if node.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in node.attribute):
-            return "fp16"
-    if any(v.type.tensor_type.elem_type == fp16 for v in (*graph.input, *graph.output)):
-        return "fp16"
-    return "fp32"
-
-
-@dataclass(frozen=True)
-class PrecisionPlan:
-    """How one graph is built: which ONNX file, which network kind and builder flags."""
-
-    graph: str
-    precision: str
-    onnx: Path
-    #: strongly typed network (precision from the graph) instead of builder flags
-    typed: bool
-    #: ``BuilderFlag`` member names to set
-    flags: tuple[str, ...] = ()
-    keep_fp32: tuple[str, ...] = ()
-    #: run the legacy entropy calibrator
-    calibrate: bool = False
-
-    def describe(self) -> str:
-        if self.typed:
-            how = "strongly typed network (precision carried by the graph)"
-        else:
-            how = "builder flags " + ("+".join(self.flags) if self.flags else "none (fp32)")
-            if self.keep_fp32:
-                how += f", FP32 kept for {'/'.join(self.keep_fp32)}"
-            if self.calibrate:
-                how += ", entropy calibration"
-        return f"{self.onnx.name} -> {self.precision}: {how}"
-
-    def options(self) -> dict[str, Any]:
-        """The plan's part of the engine cache key."""
-        return {
-            "onnx_file": self.onnx.name,
-            "typed": self.typed,
-            "flags": list(self.flags),
-            "keep_fp32": list(self.keep_fp32),
-        }
-
-
-def plan_precision(
-    graph: GraphContract, cfg: BuildConfig, features: TrtFeatures, *, calibration: bool = False
-) -> PrecisionPlan:
-    """Pick the ONNX file and route for ``graph`` at ``cfg.precision`` (pure: no TensorRT).
-
-    ``calibration``: calibration feeds or an existing calibration cache are available.
-    Raises :class:`InputError` with what to produce when no route exists.
-    """
-    plain = cfg.onnx_dir / graph.file
-    if cfg.precision == "fp32":
-        if not plain.is_file():
-            raise InputError(f"missing {plain}: run edge-sameo export first")
-        # No flags: fp32 (TF32 allowed, TensorRT's default). Without precision flags
-        # (TensorRT 11) networks are strongly typed, and the fp32 graph is typed fp32.
-        typed = cfg.route == "typed" or not features.precision_flags
-        return PrecisionPlan(graph.name, "fp32", plain, typed=typed)
-
-    variant = precision_onnx_path(cfg.onnx_dir, graph.file, cfg.precision)
-    low = {"fp16": ("FP16",), "int8": ("INT8", "FP16")}[cfg.precision]
-    constraint = (
-        "OBEY_PRECISION_CONSTRAINTS" if cfg.obey_precision else "PREFER_PRECISION_CONSTRAINTS"
-    )
-    keep_flags = (constraint,) if cfg.keep_fp32 else ()
-    if variant.is_file():
-        found = onnx_precision(variant)
-        if found != cfg.precision:
-            what = (
-                "Q/DQ (QuantizeLinear/DequantizeLinear) nodes"
-                if cfg.precision == "int8"
-                else "FP16 casts or weights"
-            )
-            raise InputError(
-                f"{variant} has no {what} (it reads as a {found} graph): "
-                f"re-run edge-sameo calibrate --onnx {cfg.onnx_dir} --precision {cfg.precision}"
-            )
-        typed = cfg.route == "typed" or (cfg.route == "auto" and features.strongly_typed)
-        if typed and not features.strongly_typed:
-            raise InputError(
-                f"TensorRT {features.version} has no strongly typed networks; use route 'flags'"
-            )
-        if not typed and not features.precision_flags:
-            raise InputError(
-                f"TensorRT {features.version} has no precision builder flags; use route 'typed'"
-            )
-        if typed:
-            return PrecisionPlan(graph.name, cfg.precision, variant, typed=True)
-        # Explicit quantization on the flags route: the Q/DQ scales replace calibration.
-        return PrecisionPlan(
-            graph.name, cfg.precision, variant, False, low + keep_flags, cfg.keep_fp32
-        )
-
-    if cfg.route == "typed" or not features.precision_flags:
-        why = (
-            f"TensorRT {features.version} builds strongly typed networks only (no FP16/INT8 "
-            "builder flags, no calibrators)"
-            if not features.precision_flags
-            else "the typed route needs a graph that carries its precision"
-        )
-        raise InputError(
-            f"{why}: {cfg.precision} needs {variant.name} ("
-            + ("Q/DQ" if cfg.precision == "int8" else "FP16 casts")
-            + f") beside {graph.file}, and a plain fp32 graph cannot be used; produce it with "
-            f"edge-sameo calibrate --onnx {cfg.onnx_dir} --precision {cfg.precision}"
-        )
-    if not plain.is_file():
-        raise InputError(f"missing {plain}: run edge-sameo export first")
-    if cfg.precision == "fp16":
-        return PrecisionPlan(graph.name, "fp16", plain, False, low + keep_flags, cfg.keep_fp32)
-    if not features.calibrators:
-        raise InputError(
-            f"TensorRT {features.version} has no INT8 calibrators: int8 needs {variant.name} "
-            f"(Q/DQ) from edge-sameo calibrate --onnx {cfg.onnx_dir} --precision int8"
-        )
-    if not calibration:
-        raise InputError(
-            f"int8 {graph.name}: TensorRT's calibrator needs calibration feeds or an existing "
-            f"calibration cache ({cfg.calib_cache_file(graph.name)}); or produce {variant.name} "
-            f"(Q/DQ) with edge-sameo calibrate --onnx {cfg.onnx_dir} --precision int8"
-        )
-    return PrecisionPlan(
-        graph.name, "int8", plain, False, low + keep_flags, cfg.keep_fp32, calibrate=True
-    )
-
-
-# --- which layers stay FP32 (names come from the ONNX node names, i.e. torch module paths)
-
-_LN_TYPES = {"NORMALIZATION", "REDUCE", "ELEMENTWISE", "UNARY"}
-_RESIDUAL_ADD = re.compile(r"/(blocks|layers)\.\d+/Add(_\d+)?$")
-
-
-def _scope(name: str) -> str:
-    return name.rsplit("/", 1)[0]
-
-
-def _op(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """A network layer as :func:`select_fp32_layers` sees it (``kind``: LayerType name)."""
-
-    index: int
-    name: str
-    kind: str
-
-
-def select_fp32_layers(layers: Sequence[LayerInfo], keep: Sequence[str]) -> dict[int, str]:
-    """Layer index -> group (``"LayerNorm"``/``"Softmax"``/``"Add"``) of layers to pin to FP32.
-
-    * LayerNorm: ``NORMALIZATION`` layers (opset >= 17), and every reduce/elementwise/unary
-      layer in a module scope that holds the decomposed form (a ``ReduceMean`` and a
-      ``Sqrt``: opset < 17, and the neck's LayerNorm2d).
-    * Softmax: ``SOFTMAX`` layers.
-    * Add: elementwise ``Add`` layers directly in a transformer block (``blocks.N`` /
-      ``layers.N``): the residual connections.
-    """
-    ln_scopes = set()
-    if "LayerNorm" in keep:
-        ops_by_scope: dict[str, set[str]] = {}
-        for layer in layers:
-            ops_by_scope.setdefault(_scope(layer.name), set()).add(
-                re.sub(r"_\d+$", "", _op(layer.name))
-            )
-        ln_scopes = {s for s, ops in ops_by_scope.items() if {"ReduceMean", "Sqrt"} <= ops}
-    chosen: dict[int, str] = {}
-    for layer in layers:
-        if "LayerNorm" in keep and (
-            layer.kind == "NORMALIZATION"
-            or (layer.kind in _LN_TYPES and _scope(layer.name) in ln_scopes)
-        ):
-            chosen[layer.index] = "LayerNorm"
-        elif "Softmax" in keep and layer.kind == "SOFTMAX":
-            chosen[layer.index] = "Softmax"
-        elif "Add" in keep and layer.kind == "ELEMENTWISE" and _RESIDUAL_ADD.search(layer.name):
-            chosen[layer.index] = "Add"
-    return chosen
-
-
-# --- legacy INT8 calibration (TensorRT 8.6 / 10.x only)
-
-
-def expected_feed_shapes(graph: GraphContract) -> dict[str, tuple[int, ...]]:
-    """Input shapes calibration feeds must have: the profile's opt shape for dynamic
-    inputs (TensorRT calibrates at the calibration profile's opt), else the fixed shape."""
-    return {
-        spec.name: graph.profile_shapes(spec.name)[1] if spec.dynamic_axes else spec.concrete()
-        for spec in graph.inputs
-    }
-
-
-def fit_rows(arr: NDArray[np.float32], shape: tuple[int, ...]) -> NDArray[np.float32]:
-    """``arr`` with its first axis cycled or cut to ``shape[0]`` when only that differs
-    (N boxes -> the profile's opt boxes); anything else is returned unchanged."""
-    if arr.ndim == len(shape) and arr.shape[1:] == shape[1:] and len(arr) >= 1:
-        arr = np.resize(arr, shape)
-    return np.ascontiguousarray(arr)
-
-
-class FeedStager:
-    """Copies calibration feeds to device buffers allocated once (on the first feed) and
-    returns their pointers in the order TensorRT asks for: the calibrator's logic,
-    kept free of TensorRT so it can be tested with any :class:`CudaStream`."""
-
-    def __init__(
-        self, graph: GraphContract, feeds: Iterable[Feeds] | None, cuda: CudaStream
-    ) -> None:
-        self.graph = graph
-        self.shapes = expected_feed_shapes(graph)
-        self._feeds: Iterator[Feeds] = iter(feeds if feeds is not None else ())
-        self._cuda = cuda
-        self._buffers: dict[str, DeviceArray] = {}
-        self.batches = 0
-        self.error: Exception | None = None
-
-    def next_pointers(self, names: Sequence[str]) -> list[int]:
-        """Device pointers of the next feed, ``[]`` when the feeds are exhausted (or on an
-        error, kept in :attr:`error`: exceptions must not cross into TensorRT)."""
-        try:
-            feed = next(self._feeds, None)
-            if feed is None:
-                return []
-            pointers = []
-            for name in names:
-                if name not in feed:
-                    raise InputError(f"calibration feed for {self.graph.name} lacks {name!r}")
-                arr = fit_rows(np.asarray(feed[name], dtype=np.float32), self.shapes[name])
-                if arr.shape != self.shapes[name]:
-                    raise InputError(
-                        f"calibration feed {name!r} has shape {arr.shape}, the "
-                        f"{self.graph.name} profile calibrates at {self.shapes[name]}"
-                    )
-                if name not in self._buffers:
-                    self._buffers[name] = self._cuda.empty(arr.nbytes)
-                self._cuda.htod(self._buffers[name], arr)
-                pointers.append(self._buffers[name].ptr)
-            self._cuda.synchronize()
-            self.batches += 1
-            return pointers
-        except Exception as exc:
-            self.error = exc
-            return []
-
-
-def make_entropy_calibrator(stager: FeedStager, cache_file: Path) -> Any:
-    """An ``IInt8EntropyCalibrator2`` over ``stager`` that reads/writes ``cache_file``."""
-    base: Any = load_tensorrt().IInt8EntropyCalibrator2  # TensorRT <= 10 only
-
-    class EntropyCalibrator(base):
-        def __init__(self) -> None:
-            base.__init__(self)
-            self.stager = stager
-
-        def get_batch_size(self) -> int:
-            return 1  # explicit batch: the batch is part of each feed's shape
-
-        def get_batch(self, names: list[str]) -> list[int]:
-            return self.stager.next_pointers(names)
-
-        # None means "no cache: calibrate" (TensorRT's documented contract).
-        def read_calibration_cache(self) -> bytes | None:
-            return cache_file.read_bytes() if cache_file.is_file() else None
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            atomic_write_bytes(cache_file, bytes(cache))
-
-    return EntropyCalibrator()
-
-
-# --- the builder
 
 
 class EngineBuilder:
@@ -585,7 +236,7 @@ class EngineBuilder:
             return None
         stager = FeedStager(graph, self.cfg.feeds_for(graph.name), self.cuda)
         config.int8_calibrator = make_entropy_calibrator(
-            stager, self.cfg.calib_cache_file(graph.name)
+            self.trt, stager, self.cfg.calib_cache_file(graph.name)
         )
         if profile is not None:
             config.set_calibration_profile(profile)
@@ -633,16 +284,6 @@ class BuiltEngine:
     plan: PrecisionPlan
 
 
-def engine_name(graph: str, precision: str) -> str:
-    """Cache name of an engine: ``"encoder.fp16"`` -> ``encoder.fp16.engine``."""
-    return f"{graph}.{precision}"
-
-
-def platform_facts(trt_module: ModuleType, cuda: CudaStream) -> PlatformFacts:
-    major, minor = cuda.compute_capability()
-    return PlatformFacts(str(trt_module.__version__), cuda.device_name(), f"{major}.{minor}")
-
-
 def engine_key(
     graph: GraphContract, plan: PrecisionPlan, cfg: BuildConfig, facts: PlatformFacts
 ) -> EngineKey:
@@ -652,7 +293,6 @@ def engine_key(
         **plan.options(),
         "workspace_mib": cfg.workspace_mib,
         "max_aux_streams": cfg.max_aux_streams,
-        "obey_precision": cfg.obey_precision,
         "calib_cache_sha256": file_sha256(calib) if plan.calibrate and calib.is_file() else None,
     }
     profile = {
@@ -671,6 +311,7 @@ def build_engines(
     when TensorRT fails.
     """
     from edge_sameo.backends.cuda_memory import open_cuda_stream
+    from edge_sameo.backends.tensorrt_loader import load_tensorrt
 
     trt_module = trt_module or load_tensorrt()
     cuda = cuda or open_cuda_stream()
@@ -701,3 +342,23 @@ def build_engines(
         )
         results.append(BuiltEngine(graph.name, result.path, result.built, result.reason, plan))
     return results
+
+
+def build_for_runtime(
+    export_dir: Path,
+    precision: str,
+    *,
+    engine_dir: Path | None = None,
+    trt_module: ModuleType | None = None,
+    cuda: CudaStream | None = None,
+    **options: Any,
+) -> dict[str, Path]:
+    """Every engine of the export in ``export_dir`` at ``precision``, built or reused from
+    the engine cache in ``engine_dir`` (default: the export folder): graph name -> engine
+    file. The ``build`` the CLI hands the TensorRT runtime
+    (:class:`~edge_sameo.backends.tensorrt_backend.EngineBuild`); ``options`` are
+    :class:`BuildConfig` fields."""
+    cfg = BuildConfig(
+        onnx_dir=export_dir, precision=precision, out_dir=engine_dir, graphs="all", **options
+    )
+    return {e.graph: e.path for e in build_engines(cfg, trt_module=trt_module, cuda=cuda)}

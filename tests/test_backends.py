@@ -10,7 +10,7 @@ from edge_sameo import AmodalPredictor, build_model
 from edge_sameo.backends.base import Backend, DecoderOutput
 from edge_sameo.backends.registry import auto_choice, create_backend, export_dir_for
 from edge_sameo.backends.torch_backend import TorchBackend
-from edge_sameo.engines.export import ExportConfig, export_onnx
+from edge_sameo.engines.export import ExportConfig, export_onnx, export_to
 from edge_sameo.errors import InputError, MissingDependencyError
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.preprocess import resize_pixels
@@ -129,6 +129,21 @@ def test_registry_errors(export_dir: Path) -> None:
         create_backend(export_dir, "onnxruntime", "int8")
 
 
+def test_ort_session_setup(export_dir: Path) -> None:
+    """The one ONNX Runtime set-up (backend, calibration, export checks): the CPU provider
+    unless told otherwise, every graph optimisation, warnings off, the threads asked for."""
+    import onnxruntime as ort
+
+    from edge_sameo.backends.onnx_common import ort_session
+
+    sess = ort_session(export_dir / "encoder.onnx", threads=1)
+    opts = sess.get_session_options()
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+    assert opts.intra_op_num_threads == 1 and opts.log_severity_level == 3
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert ort_session(export_dir / "decoder.onnx").get_session_options().intra_op_num_threads == 0
+
+
 def test_auto_choice_is_available() -> None:
     name, precision = auto_choice()
     assert name in ("openvino", "onnxruntime", "torch", "tensorrt")
@@ -139,7 +154,7 @@ def test_auto_choice_is_available() -> None:
 def test_model_export_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGE_SAMEO_CACHE", str(tmp_path))
     model = dual_tiny()
-    first = export_dir_for(model)
+    first = export_dir_for(model, export_to)
     stamp = (first / "encoder.onnx").stat().st_mtime_ns
     assert export_dir_for(model) == first
     assert (first / "encoder.onnx").stat().st_mtime_ns == stamp
@@ -248,7 +263,7 @@ def test_openvino_runs_the_refiner_at_the_decoder_precision(
 
 
 def test_export_cache_key_covers_the_refiner_config() -> None:
-    from edge_sameo.backends.registry import weights_digest
+    from edge_sameo.checkpoint import weights_digest
     from edge_sameo.modeling import RefinerConfig
     from tests.test_refiner import with_refiner
 

@@ -28,6 +28,7 @@ from edge_sameo.bench import (
 )
 from edge_sameo.checkpoint import save_model
 from edge_sameo.cli import main
+from edge_sameo.engines.export import export_to
 from edge_sameo.predictor import AmodalPredictor
 from edge_sameo.seeded import reference_image
 from tests.conftest import refined_tiny, seeded_tiny
@@ -37,7 +38,13 @@ def test_bench_reports_every_stage_against_the_baseline(tmp_path: Path) -> None:
     cfg = BenchConfig(box_counts=(1, 3), iters=2, warmup=0)
     lines: list[str] = []
     report = run_bench(
-        seeded_tiny(), reference_image(96, 128, 1), cfg, None, ["onnxruntime"], lines.append
+        seeded_tiny(),
+        reference_image(96, 128, 1),
+        cfg,
+        None,
+        ["onnxruntime"],
+        lines.append,
+        export=export_to,
     )
     names = [r["name"] for r in report["results"]]
     assert names[0] == BASELINE and "onnxruntime fp32" in names
@@ -71,7 +78,13 @@ def test_bench_times_the_refiner_and_compares_final_masks(tmp_path: Path) -> Non
     cfg = BenchConfig(box_counts=(1, 3), iters=2, warmup=0)
     lines: list[str] = []
     report = run_bench(
-        refined_tiny(), reference_image(96, 128, 3), cfg, None, ["onnxruntime fp32"], lines.append
+        refined_tiny(),
+        reference_image(96, 128, 3),
+        cfg,
+        None,
+        ["onnxruntime fp32"],
+        lines.append,
+        export=export_to,
     )
     names = [r["name"] for r in report["results"]]
     assert names == [BASELINE, "onnxruntime fp32"]

@@ -12,15 +12,24 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from edge_sameo.backends.onnx_common import ort_session
 from edge_sameo.calib.batcher import BatcherConfig, ImageBatcher
 from edge_sameo.calib.build import CalibrateConfig, calibrate
 from edge_sameo.calib.fp16 import build_fp16
 from edge_sameo.calib.meta import read_calib_meta
-from edge_sameo.calib.naming import CALIB_META_FILE, precision_onnx_name, precision_onnx_path
 from edge_sameo.calib.qdq import build_int8, quantized_nodes
 from edge_sameo.calib.report import compare_precision, rel_l2
-from edge_sameo.calib.session import cpu_backend, cpu_session
-from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS, ExportContract
+from edge_sameo.calib.session import cpu_backend
+from edge_sameo.contract import (
+    BOXES,
+    CALIB_META_FILE,
+    CROPS,
+    IMAGE_EMBEDDINGS,
+    PIXELS,
+    ExportContract,
+    precision_onnx_name,
+    precision_onnx_path,
+)
 from edge_sameo.engines.export import ExportConfig, export_onnx, reference_inputs
 from edge_sameo.engines.trt_ops import check_trt_ops
 from edge_sameo.errors import InputError
@@ -68,8 +77,8 @@ def test_variant_runs_with_float32_io(export_dir: Path, precision: str, graph: s
     onnx.checker.check_model(proto)
     for version in ("8.6", "10.1"):
         assert check_trt_ops(proto, version) == [], version
-    sess = cpu_session(path)
-    fp32 = {t.name: t.type for t in cpu_session(export_dir / graph).get_inputs()}
+    sess = ort_session(path)
+    fp32 = {t.name: t.type for t in ort_session(export_dir / graph).get_inputs()}
     assert {t.name: t.type for t in sess.get_inputs()} == fp32
     assert all(t.type == "tensor(float)" for t in sess.get_inputs() + sess.get_outputs())
     contract = ExportContract.read(export_dir)
@@ -78,7 +87,7 @@ def test_variant_runs_with_float32_io(export_dir: Path, precision: str, graph: s
         (out,) = sess.run(None, {PIXELS: ref["pixels"]})
         assert out.shape == contract.encoder.outputs[0].concrete() and np.isfinite(out).all()
     else:
-        (emb,) = cpu_session(export_dir / "encoder.onnx").run(None, {PIXELS: ref["pixels"]})
+        (emb,) = ort_session(export_dir / "encoder.onnx").run(None, {PIXELS: ref["pixels"]})
         outs = sess.run(None, {IMAGE_EMBEDDINGS: emb, BOXES: ref["boxes"]})
         assert len(outs) == 4 and all(np.isfinite(o).all() for o in outs)
         assert outs[0].shape[0] == 3
@@ -209,7 +218,7 @@ def test_batcher_folder_and_video_sources(tmp_path: Path) -> None:
 
 def test_decoder_feeds_use_real_embeddings(export_dir: Path) -> None:
     batcher = ImageBatcher(BatcherConfig(count=2, **SMALL), 128)
-    encoder = cpu_session(export_dir / "encoder.onnx")
+    encoder = ort_session(export_dir / "encoder.onnx")
     feeds = list(batcher.decoder_feeds(encoder))
     sample = next(batcher.samples())
     (emb,) = encoder.run(None, {PIXELS: batcher.pixels(sample)})
@@ -266,13 +275,13 @@ def test_refiner_variants(refined_dir: Path, precision: str) -> None:
     onnx.checker.check_model(proto)
     for version in ("8.6", "10.1"):
         assert check_trt_ops(proto, version) == [], version
-    sess = cpu_session(path)
+    sess = ort_session(path)
     assert all(t.type == "tensor(float)" for t in sess.get_inputs() + sess.get_outputs())
     # Real crops (int8 scales were calibrated on such; random tensors saturate them).
     batcher = ImageBatcher(BatcherConfig(count=4, **SMALL), 128).held_out(1)
     (feed,) = batcher.refiner_feeds(cpu_backend(refined_dir))
     (got,) = sess.run(None, feed)
-    (ref,) = cpu_session(refined_dir / "refiner.onnx").run(None, feed)
+    (ref,) = ort_session(refined_dir / "refiner.onnx").run(None, feed)
     assert got.shape == (len(feed[CROPS]), 2, 32, 32)
     assert rel_l2(got, ref) < (0.01 if precision == "fp16" else 0.1)
     entry = read_calib_meta(refined_dir)["graphs"][path.name]

@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from edge_sameo.engines.engine_cache import EngineCache, EngineKey, PlatformFacts, key_differences
+from edge_sameo.backends.engine_cache import (
+    ONNX_FILE_OPTION,
+    EngineCache,
+    EngineKey,
+    PlatformFacts,
+    file_sha256,
+    key_differences,
+)
 
 ORIN = PlatformFacts("10.3.0", "Orin", "8.7")
 
@@ -133,3 +140,54 @@ def test_key_differences_recurses_into_options() -> None:
     wanted = key(options={"flags": ["INT8"], "workspace_mib": 512}).to_dict()
     diffs = key_differences(key().to_dict(), wanted)
     assert diffs == ["options.flags ['FP16'] -> ['INT8']", "options.workspace_mib None -> 512"]
+
+
+# --- the runtime's lookup: loadable here, whatever builder options made it ----------------
+
+
+def onnx_key(onnx: Path, **changes: object) -> EngineKey:
+    """The key of an engine built from ``onnx`` (its sha256 and file name)."""
+    options = {ONNX_FILE_OPTION: onnx.name, "flags": ["FP16"], "workspace_mib": 512}
+    return key(onnx_sha256=file_sha256(onnx), options=options, **changes)
+
+
+def test_find_loads_an_engine_built_with_any_options(tmp_path: Path) -> None:
+    onnx = tmp_path / "encoder.fp16.onnx"
+    onnx.write_bytes(b"graph")
+    cache = EngineCache(tmp_path / "engines")
+    assert cache.find("encoder.fp16", ORIN, tmp_path).reason == "no cached engine"
+    cache.get_or_build("encoder.fp16", onnx_key(onnx), Builds())
+    found = cache.find("encoder.fp16", ORIN, tmp_path)
+    assert found.hit and found.path == cache.engine_path("encoder.fp16")
+    # another GPU or TensorRT: not loadable here
+    other = cache.find("encoder.fp16", PlatformFacts("10.3.0", "NVIDIA H100", "9.0"), tmp_path)
+    assert not other.hit and "built on another platform" in other.reason
+    assert "gpu_name 'Orin' -> 'NVIDIA H100'" in other.reason
+    assert "compute_capability '8.7' -> '9.0'" in other.reason
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda onnx, c: onnx.write_bytes(b"graph, exported again"), "changed since the engine"),
+        (lambda onnx, c: onnx.unlink(), "which it was built from, is missing"),
+        (lambda onnx, c: c.engine_path("e").write_bytes(b"truncated"), "engine file changed"),
+        (lambda onnx, c: c.sidecar_path("e").write_text("{not json"), "no sidecar"),
+        (lambda onnx, c: c.sidecar_path("e").unlink(), "no sidecar"),
+    ],
+)
+def test_find_refuses_what_no_longer_matches(tmp_path: Path, damage: object, reason: str) -> None:
+    onnx = tmp_path / "decoder.onnx"
+    onnx.write_bytes(b"graph")
+    cache = EngineCache(tmp_path)
+    cache.get_or_build("e", onnx_key(onnx), Builds())
+    damage(onnx, cache)  # type: ignore[operator]
+    found = cache.find("e", ORIN, tmp_path)
+    assert not found.hit and reason in found.reason
+
+
+def test_find_needs_the_onnx_file_in_the_key(tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path)
+    cache.get_or_build("e", key(), Builds())  # options without ONNX_FILE_OPTION
+    found = cache.find("e", ORIN, tmp_path)
+    assert not found.hit and found.reason == "sidecar does not name the ONNX file"

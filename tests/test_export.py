@@ -208,8 +208,32 @@ def test_refiner_runs_at_any_box_count(refined: tuple[Path, EfficientSam]) -> No
 def test_refiner_needs_the_modal_decoder(tmp_path: Path) -> None:
     from tests.conftest import refined_tiny
 
+    model = refined_tiny()
+    model.modal_decoder = None
     with pytest.raises(InputError, match="modal decoder's logits"):
-        export_onnx(refined_tiny(), ExportConfig(out_dir=tmp_path, dual=False, check=False))
+        export_onnx(model, ExportConfig(out_dir=tmp_path, check=False))
+
+
+def test_the_runtime_exports_only_when_handed_an_exporter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_sameo.backends.registry import create_backend
+    from edge_sameo.checkpoint import save_model
+
+    monkeypatch.setenv("EDGE_SAMEO_CACHE", str(tmp_path / "cache"))
+    model = dual_tiny()
+    with pytest.raises(InputError, match=r"this model has no export in .*edge-sameo export"):
+        create_backend(model, "onnxruntime")
+    assert not (tmp_path / "cache").exists()
+    # The CLI hands the runtime the exporter: `run` on a checkpoint exports on first use.
+    save_model(model, tmp_path / "model.pt")
+    checkpoint, jsonl = str(tmp_path / "model.pt"), str(tmp_path / "o.jsonl")
+    argv = ["run", "--source", "synth:1", "--frames", "2", "--sam", checkpoint,
+            "--backend", "onnxruntime", "--detector", "gt", "--jsonl", jsonl]  # fmt: skip
+    assert main(argv) == 0
+    assert "segmenter: onnxruntime fp32" in capsys.readouterr().out
+    backend = create_backend(model, "onnxruntime")  # exported now: loaded without exporter
+    assert backend.describe().startswith("onnxruntime fp32")
 
 
 @pytest.mark.slow

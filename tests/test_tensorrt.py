@@ -19,18 +19,13 @@ from onnx import TensorProto, helper
 
 from edge_sameo import cli
 from edge_sameo.backends.cuda_memory import CudaStream, DeviceArray, NoGpuError
+from edge_sameo.backends.tensorrt_loader import load_tensorrt
 from edge_sameo.build import CONFIGS
 from edge_sameo.contract import BOXES, IMAGE_EMBEDDINGS, PIXELS, decoder_contract, encoder_contract
-from edge_sameo.engines.tensorrt_build import (
-    BuildConfig,
-    FeedStager,
-    LayerInfo,
-    TrtFeatures,
-    load_tensorrt,
-    onnx_precision,
-    plan_precision,
-    select_fp32_layers,
-)
+from edge_sameo.engines.calibrator import FeedStager
+from edge_sameo.engines.fp32_layers import LayerInfo, select_fp32_layers
+from edge_sameo.engines.precision_plan import TrtFeatures, onnx_precision, plan_precision
+from edge_sameo.engines.tensorrt_build import BuildConfig, build_for_runtime
 from edge_sameo.errors import InputError, MissingDependencyError
 from tests.conftest import REFINER_BOXES
 
@@ -174,7 +169,6 @@ def test_build_command_rejects_bad_options_before_tensorrt(
     [
         ({"precision": "bf16"}, "--precision must be one of fp32, fp16, int8"),
         ({"graphs": "neck"}, "graphs must be one of"),
-        ({"route": "fast"}, "route must be one of"),
         ({"workspace_mib": 0}, "--workspace must be >= 1 MiB"),
         ({"max_aux_streams": -1}, "--max-aux-streams must be >= 0"),
         ({"keep_fp32": ("Softmax", "Gelu")}, "cannot keep 'Gelu' in FP32"),
@@ -252,8 +246,6 @@ def test_flags_route_fp16_keeps_layers_in_fp32(export_dir: Path) -> None:
         assert not plan.typed and plan.onnx.name == "encoder.onnx"
         assert plan.flags == ("FP16", "PREFER_PRECISION_CONSTRAINTS")
         assert plan.keep_fp32 == ("LayerNorm", "Softmax")
-    obey = BuildConfig(onnx_dir=export_dir, obey_precision=True, keep_fp32=("Add",))
-    assert plan_precision(ENC, obey, TRT10).flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS")
     bare = plan_precision(ENC, BuildConfig(onnx_dir=export_dir, keep_fp32=()), TRT10)
     assert bare.flags == ("FP16",) and bare.keep_fp32 == ()
 
@@ -275,14 +267,6 @@ def test_qdq_graph_on_tensorrt_86_uses_flags_without_calibrator(export_dir: Path
     plan = plan_precision(ENC, cfg, TRT86)
     assert plan.onnx.name == "encoder.int8.onnx" and not plan.typed and not plan.calibrate
     assert "INT8" in plan.flags
-    forced = plan_precision(
-        ENC, BuildConfig(onnx_dir=export_dir, precision="int8", route="flags"), TRT10
-    )
-    assert not forced.typed and forced.onnx.name == "encoder.int8.onnx"
-    with pytest.raises(InputError, match="no strongly typed networks"):
-        plan_precision(
-            ENC, BuildConfig(onnx_dir=export_dir, precision="int8", route="typed"), TRT86
-        )
 
 
 def test_fp32_plans(export_dir: Path) -> None:
@@ -456,7 +440,7 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edge_sameo.engines.export import ExportConfig, export_onnx
 
     d = tmp_path_factory.mktemp("trt_export")
-    export_onnx(seeded_tiny(), ExportConfig(out_dir=d, max_boxes=16, opt_boxes=4, check=False))
+    export_onnx(seeded_tiny(), ExportConfig(out_dir=d, max_boxes=16, check=False))
     return d
 
 
@@ -470,7 +454,7 @@ def test_engines_match_onnxruntime(tiny_export: Path, precision: str, tol: float
     from edge_sameo.engines.export import reference_inputs
     from edge_sameo.engines.tensorrt_build import build_engines
 
-    backend = TensorRTBackend(tiny_export, precision)
+    backend = TensorRTBackend(tiny_export, precision, build=build_for_runtime)
     assert backend.max_boxes == 16 and backend.cuda_graph == "on", backend.describe()
     contract = backend.contract
     inputs = reference_inputs(contract, num_boxes=40)  # > max_boxes: the base class chunks
@@ -705,7 +689,7 @@ def refiner_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.conftest import refined_tiny
 
     d = tmp_path_factory.mktemp("trt_refiner")
-    export_onnx(refined_tiny(), ExportConfig(out_dir=d, max_boxes=4, opt_boxes=2, check=False))
+    export_onnx(refined_tiny(), ExportConfig(out_dir=d, max_boxes=4, check=False))
     return d
 
 
@@ -713,11 +697,11 @@ def refiner_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fake_trt(monkeypatch: pytest.MonkeyPatch) -> Any:
     """``load_tensorrt`` and ``open_cuda_stream`` answer with the fakes."""
     import edge_sameo.backends.cuda_memory as cuda_memory
-    import edge_sameo.engines.tensorrt_build as tensorrt_build
+    import edge_sameo.backends.tensorrt_loader as tensorrt_loader
 
     stream = HostStream()
     trt = fake_tensorrt(stream)
-    monkeypatch.setattr(tensorrt_build, "load_tensorrt", lambda: trt)
+    monkeypatch.setattr(tensorrt_loader, "load_tensorrt", lambda: trt)
     monkeypatch.setattr(cuda_memory, "open_cuda_stream", lambda: stream)
     return trt
 
@@ -733,7 +717,7 @@ def test_build_engines_covers_every_graph(
     assert [e.graph for e in first] == ["encoder", "decoder", "refiner"]
     assert all(e.built for e in first) and fake_trt.built[-1] == "refiner.onnx"
     sidecar = json.loads((tmp_path / f"refiner.{precision}.engine.json").read_text())
-    assert sidecar["key"]["profile"] == {"crops": [[1, 6, 32, 32], [2, 6, 32, 32], [4, 6, 32, 32]]}
+    assert sidecar["key"]["profile"] == {"crops": [[1, 6, 32, 32], [4, 6, 32, 32], [4, 6, 32, 32]]}
     again = build_engines(cfg)
     assert [e.built for e in again] == [False, False, False]
     only = build_engines(
@@ -775,7 +759,7 @@ def test_tensorrt_backend_refines_like_onnxruntime(
     from edge_sameo.predictor import AmodalPredictor
     from edge_sameo.seeded import reference_image
 
-    backend = TensorRTBackend(refiner_export, "fp32", engine_dir=tmp_path)
+    backend = TensorRTBackend(refiner_export, "fp32", engine_dir=tmp_path, build=build_for_runtime)
     ort_backend = OnnxRuntimeBackend(refiner_export, providers=("CPUExecutionProvider",))
     assert backend.has_refiner and backend.max_boxes == 4
     crops = np.random.default_rng(0).standard_normal((6, 6, 32, 32)).astype(np.float32)
@@ -792,6 +776,36 @@ def test_tensorrt_backend_refines_like_onnxruntime(
     backend.close()
 
 
+def test_the_runtime_loads_cached_engines_and_builds_only_when_handed_a_builder(
+    refiner_export: Path, tmp_path: Path, fake_trt: Any
+) -> None:
+    from edge_sameo.backends.tensorrt_backend import TensorRTBackend
+    from edge_sameo.engines.tensorrt_build import build_engines
+
+    with pytest.raises(InputError) as info:
+        TensorRTBackend(refiner_export, "fp16", engine_dir=tmp_path)
+    message = str(info.value)
+    assert (
+        "no loadable fp16 engine of the encoder graph" in message and "no cached engine" in message
+    )
+    assert f"edge-sameo build --onnx {refiner_export} --precision fp16 --out {tmp_path}" in message
+    with pytest.raises(TypeError, match="need a build callable"):
+        TensorRTBackend(refiner_export, "fp16", engine_dir=tmp_path, workspace_mib=64)
+    assert fake_trt.built == []  # nothing was built without a builder
+    cfg = BuildConfig(onnx_dir=refiner_export, precision="fp16", out_dir=tmp_path)
+    built = {e.graph: e.path for e in build_engines(cfg)}
+    backend = TensorRTBackend(refiner_export, "fp16", engine_dir=tmp_path)
+    assert backend.engines == built and len(fake_trt.built) == 3  # loaded, not rebuilt
+    backend.close()
+    # Another TensorRT: the cached engines are not loadable, a builder rebuilds them.
+    fake_trt.__version__ = "10.4.0"
+    with pytest.raises(InputError, match="built on another platform: trt_version"):
+        TensorRTBackend(refiner_export, "fp16", engine_dir=tmp_path)
+    backend = TensorRTBackend(refiner_export, "fp16", engine_dir=tmp_path, build=build_for_runtime)
+    assert backend.trt_version == "10.4.0" and len(fake_trt.built) == 6
+    backend.close()
+
+
 @pytest.mark.trt
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision, tol", [("fp32", 1e-2), ("fp16", 5e-2)])
@@ -805,7 +819,9 @@ def test_refiner_engine_matches_onnxruntime(
     from edge_sameo.backends.onnxruntime_backend import OnnxRuntimeBackend
     from edge_sameo.backends.tensorrt_backend import TensorRTBackend
 
-    backend = TensorRTBackend(refiner_export, precision, engine_dir=tmp_path)
+    backend = TensorRTBackend(
+        refiner_export, precision, engine_dir=tmp_path, build=build_for_runtime
+    )
     crops = np.random.default_rng(1).standard_normal((10, 6, 32, 32)).astype(np.float32)
     ref = OnnxRuntimeBackend(refiner_export, providers=("CPUExecutionProvider",)).refine(crops)
     got = backend.refine(crops)  # 10 > the profile's 4: chunked

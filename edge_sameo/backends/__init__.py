@@ -1,5 +1,5 @@
 """Runtimes behind one interface (:class:`~edge_sameo.backends.base.Backend`)."""
 
-from edge_sameo.backends.base import PRECISIONS, Backend, DecoderOutput
+from edge_sameo.backends.base import Backend, DecoderOutput
 
-__all__ = ["PRECISIONS", "Backend", "DecoderOutput"]
+__all__ = ["Backend", "DecoderOutput"]

@@ -12,8 +12,7 @@ from numpy.typing import NDArray
 
 from edge_sameo.contract import ExportContract
 from edge_sameo.errors import InputError
-
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+from edge_sameo.precision import listed
 
 
 @dataclass(frozen=True)
@@ -50,17 +49,23 @@ class Backend(ABC):
     """
 
     name: ClassVar[str]
-    #: Precisions this runtime can run, first = default.
+    #: Precisions this runtime can run, first = default
+    #: (:data:`edge_sameo.precision.RUNTIME_PRECISIONS`).
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
 
     def __init__(self, contract: ExportContract, precision: str) -> None:
-        if precision not in self.precisions:
-            raise InputError(
-                f"backend {self.name!r} supports precision {', '.join(self.precisions)}, "
-                f"not {precision!r}"
-            )
+        self.check_precision(precision)
         self.contract = contract
         self.precision = precision
+
+    @classmethod
+    def check_precision(cls, precision: str) -> None:
+        """:class:`InputError` unless this runtime runs ``precision``."""
+        if precision not in cls.precisions:
+            raise InputError(
+                f"backend {cls.name!r} supports precision {listed(cls.precisions)}, "
+                f"not {precision!r}"
+            )
 
     @property
     def img_size(self) -> int:

@@ -1,5 +1,6 @@
-"""What the ONNX-based runtimes share: locating the graph files of a precision, and opening
-them only when they are the graphs ``contract.json`` describes."""
+"""What the ONNX-based runtimes share: locating the graph files of a precision, opening
+them only when they are the graphs ``contract.json`` describes, and the ONNX Runtime
+session options every user of ONNX Runtime (backend, calibration, export checks) runs with."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edge_sameo.backends.engine_cache import file_sha256
 from edge_sameo.contract import CONTRACT_FILE, ExportContract, GraphContract, precision_onnx_path
 from edge_sameo.errors import InputError
+from edge_sameo.precision import CALIBRATED_PRECISIONS
 
 T = TypeVar("T")
+#: ONNX Runtime's CPU execution provider, alone.
+CPU_PROVIDERS = ("CPUExecutionProvider",)
 #: A graph's inputs or outputs as (tensor names, shape); a dimension that is not an int
 #: is dynamic.
 TensorIO = tuple[Iterable[str], Sequence[Any]]
@@ -23,11 +28,30 @@ def precision_file(directory: Path, graph_file: str, precision: str) -> Path:
     if not path.is_file():
         hint = (
             f"; run: edge-sameo calibrate --onnx {directory} --precision {precision}"
-            if precision in ("fp16", "int8")
+            if precision in CALIBRATED_PRECISIONS
             else "; run: edge-sameo export"
         )
         raise InputError(f"missing {path}{hint}")
     return path
+
+
+def ort_session(
+    path: str | Path, threads: int | None = None, providers: Sequence[str] = CPU_PROVIDERS
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` of the graph at ``path`` on ``providers`` (all
+    of them installed), every graph optimisation on, warnings off. ``threads``: intra-op
+    threads (None or 0: ONNX Runtime's default, one per core)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # Its warnings (unused initializers, nodes placed on the CPU) are noise to our users.
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        # ONNX Runtime's sequential execution runs one node at a time: no inter-op pool.
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=list(providers))
 
 
 def read_contract(directory: str | Path) -> tuple[Path, ExportContract]:
@@ -44,8 +68,6 @@ def open_graph(
 ) -> T:
     """``opener(path)`` of a graph's file, after checking the file against the sha256 that
     ``contract.json`` lists for it; a file the runtime cannot parse is an ``InputError``."""
-    from edge_sameo.engines.engine_cache import file_sha256
-
     path = precision_file(directory, graph_file, precision)
     expected = contract.sha256.get(path.name)
     if expected and file_sha256(path) != expected:

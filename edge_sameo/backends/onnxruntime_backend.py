@@ -10,9 +10,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_sameo.backends.base import Backend, DecoderOutput
-from edge_sameo.backends.onnx_common import check_graph_io, open_graph, read_contract
+from edge_sameo.backends.onnx_common import check_graph_io, open_graph, ort_session, read_contract
 from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS, GraphContract
 from edge_sameo.errors import InputError
+from edge_sameo.precision import RUNTIME_PRECISIONS
 
 #: Execution providers in order of preference (the first available ones are used).
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -23,7 +24,7 @@ class OnnxRuntimeBackend(Backend):
     installed are skipped (default: CUDA where available, then CPU)."""
 
     name = "onnxruntime"
-    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+    precisions: ClassVar[tuple[str, ...]] = RUNTIME_PRECISIONS["onnxruntime"]
 
     def __init__(
         self,
@@ -36,11 +37,6 @@ class OnnxRuntimeBackend(Backend):
 
         directory, contract = read_contract(export_dir)
         super().__init__(contract, precision)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
         available = ort.get_available_providers()
         chosen = [p for p in providers if p in available]
         if not chosen:
@@ -51,7 +47,7 @@ class OnnxRuntimeBackend(Backend):
 
         def session(graph: GraphContract) -> Any:
             def create(path: Path) -> Any:
-                sess = ort.InferenceSession(str(path), opts, providers=chosen)
+                sess = ort_session(path, threads, chosen)
                 inputs = [([t.name], t.shape) for t in sess.get_inputs()]
                 outputs = [([t.name], t.shape) for t in sess.get_outputs()]
                 check_graph_io(path, graph, inputs, outputs)

@@ -12,6 +12,7 @@ from edge_sameo.backends.base import Backend, DecoderOutput
 from edge_sameo.backends.onnx_common import check_graph_io, open_graph, read_contract
 from edge_sameo.contract import BOXES, CROPS, IMAGE_EMBEDDINGS, PIXELS, GraphContract
 from edge_sameo.errors import InputError, require
+from edge_sameo.precision import RUNTIME_PRECISIONS
 
 #: Our precision names -> OpenVINO's INFERENCE_PRECISION_HINT.
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
@@ -31,7 +32,7 @@ def cpu_supports_bf16() -> bool:
 
 class OpenVINOBackend(Backend):
     name = "openvino"
-    precisions: ClassVar[tuple[str, ...]] = ("bf16", "fp32", "fp16", "int8")
+    precisions: ClassVar[tuple[str, ...]] = RUNTIME_PRECISIONS["openvino"]
 
     def __init__(
         self,

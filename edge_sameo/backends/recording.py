@@ -13,7 +13,8 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_sameo.backends.base import PRECISIONS, Backend, DecoderOutput
+from edge_sameo.backends.base import Backend, DecoderOutput
+from edge_sameo.precision import PRECISIONS
 
 
 class RecordingBackend(Backend):

@@ -1,26 +1,37 @@
 """Choosing and creating runtimes: ``create_backend(source, backend, precision)``.
 
 ``source`` is a model (``EfficientSam``), a checkpoint path, or an export folder
-(``contract.json`` + ONNX graphs). ONNX runtimes given a model export it once into a
-cache folder keyed by the weights (``$EDGE_SAMEO_CACHE``, default ``~/.cache/edge-sameo``).
+(``contract.json`` + ONNX graphs). ONNX runtimes given a model use its export in a cache
+folder keyed by the weights (``$EDGE_SAMEO_CACHE``, default ``~/.cache/edge-sameo``).
+
+The runtime only loads exports and engines. Making them on demand is handed in by the
+caller: ``export`` writes a model's export (the CLI passes
+``edge_sameo.engines.export.export_to``) and ``build`` builds TensorRT engines
+(:class:`~edge_sameo.backends.tensorrt_backend.EngineBuild`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from edge_sameo.backends.base import Backend
+from edge_sameo.checkpoint import weights_digest
 from edge_sameo.contract import CONTRACT_FILE
 from edge_sameo.errors import InputError
 from edge_sameo.modeling import EfficientSam
+
+if TYPE_CHECKING:
+    from edge_sameo.backends.tensorrt_backend import EngineBuild
+
+#: Writes the export of a model (ONNX graphs + ``contract.json``) into a folder.
+Export = Callable[[EfficientSam, Path], object]
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 #: Import path of each runtime's class (imported only when chosen).
@@ -54,7 +65,7 @@ def is_available(name: str) -> bool:
         return True
     if not torch.cuda.is_available():
         return False
-    from edge_sameo.engines.tensorrt_build import load_tensorrt
+    from edge_sameo.backends.tensorrt_loader import load_tensorrt
     from edge_sameo.errors import MissingDependencyError
 
     try:  # tensorrt-stubs alone import as an empty package
@@ -83,25 +94,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDGE_SAMEO_CACHE", Path.home() / ".cache" / "edge-sameo"))
 
 
-def weights_digest(model: EfficientSam) -> str:
-    """Key of a model's cached export: its configs (the refiner's crop size and window
-    growth change the export without changing any weight) and its weights."""
-    h = hashlib.sha256(repr(model.config.to_dict()).encode())
-    if model.refiner is not None:
-        h.update(repr(model.refiner.config.to_dict()).encode())
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:20]
-
-
-def export_dir_for(model: EfficientSam) -> Path:
-    """The cached export folder of a model, exporting (and checking) it on first use."""
-    from edge_sameo.engines.export import ExportConfig, export_onnx
-
+def export_dir_for(model: EfficientSam, export: Export | None = None) -> Path:
+    """The cached export folder of a model; on first use ``export`` writes it there, and
+    without ``export`` that is an :class:`InputError` saying how to export."""
     directory = cache_root() / "exports" / weights_digest(model)
     if not (directory / CONTRACT_FILE).is_file():
-        export_onnx(model, ExportConfig(out_dir=directory))
+        if export is None:
+            raise InputError(
+                f"this model has no export in {directory}: export it (edge-sameo export "
+                "--model CHECKPOINT --out DIR) and pass DIR, or pass export= to export it here"
+            )
+        export(model, directory)
     return directory
 
 
@@ -117,12 +120,19 @@ def create_backend(
     source: EfficientSam | str | Path,
     backend: str = "auto",
     precision: str | None = None,
+    *,
+    export: Export | None = None,
+    build: EngineBuild | None = None,
     **options: Any,
 ) -> Backend:
     """Create a runtime for ``source`` (model, checkpoint path or export folder).
 
     ``backend="auto"`` picks the fastest available (see :func:`auto_choice`);
-    ``precision=None`` takes the runtime's default.
+    ``precision=None`` takes the runtime's default. ``export``: writes a model's export
+    when an ONNX runtime needs one not cached yet (:func:`export_dir_for`); ``build``:
+    builds TensorRT engines missing from the engine cache
+    (:class:`~edge_sameo.backends.tensorrt_backend.TensorRTBackend`). Without them only
+    what exists already is loaded.
     """
     is_export = isinstance(source, (str, Path)) and (Path(source) / CONTRACT_FILE).is_file()
     if backend == "auto":
@@ -144,6 +154,8 @@ def create_backend(
         if is_export:
             raise InputError("the torch backend needs a checkpoint or model, not an export folder")
         return factory(_as_model(source), precision, **options)
+    if backend == "tensorrt":
+        options = {**options, "build": build}
     if isinstance(source, (str, Path)) and is_export:
         return factory(Path(source), precision, **options)
-    return factory(export_dir_for(_as_model(source)), precision, **options)
+    return factory(export_dir_for(_as_model(source), export), precision, **options)

@@ -1,8 +1,11 @@
 """TensorRT runtime: an encoder engine, a decoder engine (and a refiner engine when the
-export has a refiner) built (or reused) from an export.
+export has a refiner) of an export, loaded from the engine cache.
 
-Engines come from :func:`engines.tensorrt_build.build_engines` (engine cache beside the
-graphs). Each engine is wrapped by :class:`TensorRTInfer` (NVIDIA samples' pattern):
+The runtime builds nothing itself: it loads the engines ``edge-sameo build`` left in the
+engine cache (:class:`~edge_sameo.backends.engine_cache.EngineCache`), or, given a
+``build`` callable (the CLI passes ``edge_sameo.engines.tensorrt_build.build_for_runtime``),
+has them built or reused on demand. Each engine is wrapped by :class:`TensorRTInfer`
+(NVIDIA samples' pattern):
 I/O bound by tensor *name* from the contract, device buffers allocated once (the decoder
 and the refiner at their profiles' max boxes, so :attr:`max_boxes` makes the base class
 chunk), the box axis set with ``set_input_shape`` per call, ``execute_async_v3`` on one
@@ -17,13 +20,14 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edge_sameo.backends.base import Backend, DecoderOutput
 from edge_sameo.backends.cuda_memory import CudaStream, DeviceArray
+from edge_sameo.backends.engine_cache import EngineCache, engine_name, platform_facts
 from edge_sameo.contract import (
     BOXES,
     CROPS,
@@ -34,13 +38,29 @@ from edge_sameo.contract import (
     GraphContract,
 )
 from edge_sameo.errors import EdgeSameoError, InputError
-
-if TYPE_CHECKING:
-    from edge_sameo.engines.tensorrt_build import BuildConfig
+from edge_sameo.precision import RUNTIME_PRECISIONS
 
 
 class EngineLoadError(EdgeSameoError):
     """A serialized engine could not be deserialized or does not match the contract."""
+
+
+class EngineBuild(Protocol):
+    """Builds (or reuses from the engine cache in ``engine_dir``) every engine of the export
+    in ``export_dir`` at ``precision``; returns graph name -> serialized engine file.
+    ``options`` are the builder's own (``edge_sameo.engines.tensorrt_build.BuildConfig``
+    fields); ``trt_module`` and ``cuda`` are the runtime's, shared with the build."""
+
+    def __call__(
+        self,
+        export_dir: Path,
+        precision: str,
+        *,
+        engine_dir: Path,
+        trt_module: ModuleType,
+        cuda: CudaStream,
+        **options: Any,
+    ) -> Mapping[str, Path]: ...
 
 
 class TensorRTInfer:
@@ -182,17 +202,19 @@ class TensorRTInfer:
 
 
 class TensorRTBackend(Backend):
-    """TensorRT engines from an export folder (``encoder.onnx`` + ``decoder.onnx`` (+
+    """TensorRT engines of an export folder (``encoder.onnx`` + ``decoder.onnx`` (+
     ``refiner.onnx``) + ``contract.json``; ``<graph>.fp16.onnx``/``.int8.onnx`` where
     ``calib`` wrote them).
 
-    ``export_dir``: the export folder; ``engine_dir``: where engines are cached (default:
-    the export folder); ``cuda_graph``: replay the encoder from a CUDA graph; the other
-    keywords are :class:`~engines.tensorrt_build.BuildConfig` fields.
+    ``export_dir``: the export folder; ``engine_dir``: the engine cache (default: the export
+    folder); ``cuda_graph``: replay the encoder from a CUDA graph. Without ``build`` the
+    engines must be in the cache, built by this TensorRT on this GPU from the graphs now in
+    ``export_dir`` (else :class:`InputError` saying how to build them); with ``build`` they
+    are built or reused on demand, and ``build_options`` go to it.
     """
 
     name = "tensorrt"
-    precisions: ClassVar[tuple[str, ...]] = ("fp16", "fp32", "int8")
+    precisions: ClassVar[tuple[str, ...]] = RUNTIME_PRECISIONS["tensorrt"]
 
     def __init__(
         self,
@@ -201,58 +223,78 @@ class TensorRTBackend(Backend):
         *,
         engine_dir: str | Path | None = None,
         cuda_graph: bool = True,
+        build: EngineBuild | None = None,
         **build_options: Any,
     ) -> None:
-        from edge_sameo.engines.tensorrt_build import BuildConfig
-
-        cfg = BuildConfig(
-            onnx_dir=Path(export_dir),
-            precision=precision,
-            out_dir=Path(engine_dir) if engine_dir is not None else None,
-            **build_options,
-        )
-        self._open(cfg, cuda_graph)
-
-    @classmethod
-    def from_config(cls, cfg: BuildConfig, *, cuda_graph: bool = True) -> TensorRTBackend:
-        """A backend for the engines ``cfg`` describes (``cfg.graphs`` is ignored: all)."""
-        self = cls.__new__(cls)
-        self._open(cfg, cuda_graph)
-        return self
-
-    def _open(self, cfg: BuildConfig, cuda_graph: bool) -> None:
-        from dataclasses import replace
-
         from edge_sameo.backends.cuda_memory import open_cuda_stream
-        from edge_sameo.engines.engine_cache import EngineCache
-        from edge_sameo.engines.tensorrt_build import build_engines, engine_name, load_tensorrt
+        from edge_sameo.backends.tensorrt_loader import load_tensorrt
 
-        if cfg.precision not in self.precisions:
-            raise InputError(
-                f"backend 'tensorrt' supports precision {', '.join(self.precisions)}, "
-                f"not {cfg.precision!r}"
-            )
+        if build is None and build_options:
+            raise TypeError(f"builder options {sorted(build_options)} need a build callable")
+        self.check_precision(precision)  # a wrong precision is reported before TensorRT
+        export_dir = Path(export_dir)
+        engine_dir = Path(engine_dir) if engine_dir is not None else export_dir
         trt_module = load_tensorrt()
         self._cuda = open_cuda_stream()
-        contract = ExportContract.read(cfg.onnx_dir)
-        super().__init__(contract, cfg.precision)
-        cfg = replace(cfg, graphs="all")
-        built = {b.graph: b for b in build_engines(cfg, trt_module=trt_module, cuda=self._cuda)}
-        self.engines = {g: b.path for g, b in built.items()}
+        contract = ExportContract.read(export_dir)
+        super().__init__(contract, precision)
+        if build is not None:
+            engines = dict(
+                build(
+                    export_dir,
+                    precision,
+                    engine_dir=engine_dir,
+                    trt_module=trt_module,
+                    cuda=self._cuda,
+                    **build_options,
+                )
+            )
+        else:
+            engines = self._cached_engines(export_dir, engine_dir, trt_module)
+        self._load(engines, engine_dir, trt_module, cuda_graph)
+
+    def _cached_engines(
+        self, export_dir: Path, engine_dir: Path, trt_module: ModuleType
+    ) -> dict[str, Path]:
+        """Graph name -> engine file of every graph, from the cache without building."""
+        cache = EngineCache(engine_dir)
+        facts = platform_facts(trt_module, self._cuda)
+        engines = {}
+        for graph in self.contract.graphs:
+            found = cache.find(engine_name(graph.name, self.precision), facts, export_dir)
+            if not found.hit:
+                out = "" if engine_dir == export_dir else f" --out {engine_dir}"
+                raise InputError(
+                    f"no loadable {self.precision} engine of the {graph.name} graph in "
+                    f"{engine_dir} ({found.reason}); build it: edge-sameo build --onnx "
+                    f"{export_dir} --precision {self.precision}{out}"
+                )
+            engines[graph.name] = found.path
+        return engines
+
+    def _load(
+        self,
+        engines: Mapping[str, Path],
+        engine_dir: Path,
+        trt_module: ModuleType,
+        cuda_graph: bool,
+    ) -> None:
+        contract = self.contract
+        self.engines = {g.name: engines[g.name] for g in contract.graphs}
         self.trt_version = str(trt_module.__version__)
         self._logger = trt_module.Logger(trt_module.Logger.WARNING)
         self._runtime = trt_module.Runtime(self._logger)
-        cache = EngineCache(cfg.engine_dir)
+        cache = EngineCache(engine_dir)
         infers = {}
         for graph in contract.graphs:
-            engine = self._runtime.deserialize_cuda_engine(built[graph.name].path.read_bytes())
+            engine = self._runtime.deserialize_cuda_engine(self.engines[graph.name].read_bytes())
             if engine is None:
                 # A matching sidecar but an engine this TensorRT rejects: forget it, so the
                 # next start rebuilds instead of failing again.
-                cache.invalidate(engine_name(graph.name, cfg.precision))
+                cache.invalidate(engine_name(graph.name, self.precision))
                 raise EngineLoadError(
-                    f"TensorRT {self.trt_version} cannot load {built[graph.name].path}; "
-                    "it was dropped from the engine cache, run again to rebuild"
+                    f"TensorRT {self.trt_version} cannot load {self.engines[graph.name]}; "
+                    "it was dropped from the engine cache, build it again"
                 )
             infers[graph.name] = TensorRTInfer(trt_module, engine, graph, self._cuda)
         self._encoder, self._decoder = infers["encoder"], infers["decoder"]

@@ -17,7 +17,7 @@ from edge_sameo.contract import (
 )
 from edge_sameo.errors import InputError
 from edge_sameo.modeling import EfficientSam
-from edge_sameo.modeling.image_encoder import Block
+from edge_sameo.precision import RUNTIME_PRECISIONS
 from edge_sameo.preprocess import normalize_resized
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -43,7 +43,7 @@ class TorchBackend(Backend):
     faster in eager torch (fp32 1575 vs 1533 ms, bf16 1186 vs 922 ms, ViT-Ti N=16)."""
 
     name = "torch"
-    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "bf16")
+    precisions: ClassVar[tuple[str, ...]] = RUNTIME_PRECISIONS["torch"]
 
     def __init__(
         self,
@@ -62,9 +62,7 @@ class TorchBackend(Backend):
         self.dtype = DTYPES[precision]
         self.attention = attention
         self.model = model.to(dev).eval()
-        for blk in self.model.image_encoder.blocks:
-            assert isinstance(blk, Block)
-            blk.attn.fused = attention == "sdpa"
+        self.model.set_fused_attention(attention == "sdpa")
         if self.model.refiner is not None:
             # Its convolutions have few channels: channels-last runs them about 2x faster
             # on the CPU (oneDNN), same results.

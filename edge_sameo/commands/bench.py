@@ -59,7 +59,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge_sameo.bench import BenchConfig, markdown_table, run_bench, write_report
-    from edge_sameo.commands.export import load_model_arg
+    from edge_sameo.checkpoint import load_model_or_config
+    from edge_sameo.commands.build import on_demand
     from edge_sameo.errors import InputError
     from edge_sameo.io import read_image
     from edge_sameo.seeded import reference_image
@@ -70,13 +71,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(f"bad --boxes/--iters/--warmup: {exc}") from None
     check_paths(args)
-    model, label = load_model_arg(args.model, None)
+    model, label = load_model_or_config(args.model)
     image = read_image(args.image) if args.image else reference_image(480, 640, seed=0)
     if args.baseline:
         return compare(args, model, label, image, cfg)
     print(f"model: {label}; image {image.shape[1]}x{image.shape[0]}")
     peers = PEERS if args.peers == "all" else (args.peers,) if args.peers else ()
-    report = run_bench(model, image, cfg, args.onnx, args.only, threads=args.threads, peers=peers)
+    report = run_bench(
+        model, image, cfg, args.onnx, args.only, threads=args.threads, peers=peers, **on_demand()
+    )
     paths = write_report(report, args.out_dir)
     print(markdown_table(report))
     print("wrote " + ", ".join(str(p) for p in paths))
@@ -106,9 +109,10 @@ def compare(
 ) -> int:
     """``--baseline``: both models side by side on each runtime (see ``run_compare``)."""
     from edge_sameo.bench import compare_table, run_compare, write_compare
-    from edge_sameo.commands.export import load_model_arg
+    from edge_sameo.checkpoint import load_model_or_config
+    from edge_sameo.commands.build import on_demand
 
-    baseline, base_label = load_model_arg(args.baseline, None)
+    baseline, base_label = load_model_or_config(args.baseline)
     print(f"model: {label}; baseline: {base_label}; image {image.shape[1]}x{image.shape[0]}")
     report = run_compare(
         model,
@@ -119,6 +123,7 @@ def compare(
         args.only,
         threads=args.threads,
         labels=(label, base_label),
+        **on_demand(),
     )
     paths = write_compare(report, args.out_dir)
     print(compare_table(report))

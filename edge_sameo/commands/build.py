@@ -1,11 +1,35 @@
 """``edge-sameo build``: TensorRT engines from an export folder (reused from the engine cache
-when the graph, TensorRT, GPU and options are unchanged)."""
+when the graph, TensorRT, GPU and options are unchanged); and :func:`on_demand`, what the
+other commands let a runtime make when it is missing."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from edge_sameo.precision import ENGINE_PRECISIONS, RUNTIME_PRECISIONS
+
+if TYPE_CHECKING:
+    from edge_sameo.backends.registry import Export
+    from edge_sameo.backends.tensorrt_backend import EngineBuild
+
+
+class OnDemand(TypedDict):
+    """Keywords of :func:`~edge_sameo.backends.registry.create_backend` (and of ``bench``'s
+    runners): how a runtime gets what it would otherwise only load."""
+
+    export: Export
+    build: EngineBuild
+
+
+def on_demand() -> OnDemand:
+    """From the command line a runtime exports a checkpoint and builds TensorRT engines on
+    first use (the runtime itself only loads them): ``create_backend(..., **on_demand())``."""
+    from edge_sameo.engines.export import export_to
+    from edge_sameo.engines.tensorrt_build import build_for_runtime
+
+    return {"export": export_to, "build": build_for_runtime}
 
 
 def register(sub: Any) -> None:
@@ -20,7 +44,9 @@ def register(sub: Any) -> None:
         "TensorRT's builder flags.",
     )
     p.add_argument("--onnx", required=True, type=Path, help="export folder (contract.json)")
-    p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16")
+    p.add_argument(
+        "--precision", choices=ENGINE_PRECISIONS, default=RUNTIME_PRECISIONS["tensorrt"][0]
+    )
     p.add_argument(
         "--graphs", choices=GRAPHS, default="all", help="what to build (default: all graphs)"
     )
@@ -42,7 +68,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_sameo.engines.tensorrt_build import DEFAULT_KEEP_FP32, BuildConfig, build_engines
+    from edge_sameo.engines.fp32_layers import DEFAULT_KEEP_FP32
+    from edge_sameo.engines.tensorrt_build import BuildConfig, build_engines
 
     keep = (
         DEFAULT_KEEP_FP32

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sameo.errors import InputError
+from edge_sameo.precision import CALIBRATED_PRECISIONS
 
 EXIT_GATE = 1
 
@@ -20,7 +21,7 @@ def register(sub: Any) -> None:
         "explicit quantization) beside an export, then compare with fp32 on held-out images.",
     )
     p.add_argument("--onnx", type=Path, required=True, metavar="DIR", help="export folder")
-    p.add_argument("--precision", required=True, choices=("fp16", "int8"))
+    p.add_argument("--precision", required=True, choices=CALIBRATED_PRECISIONS)
     p.add_argument(
         "--source",
         nargs="+",

@@ -32,18 +32,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def load_model_arg(name: str, base: Path | None) -> tuple[Any, str]:
-    """A checkpoint path, or a config name with seeded weights; returns (model, label)."""
-    from edge_sameo import build_model, load_model
-    from edge_sameo.seeded import manifest_of, seeded_state_dict
-
-    if name in CONFIGS and not Path(name).exists():
-        model = build_model(name)
-        model.load_state_dict(seeded_state_dict(manifest_of(model.state_dict()), seed=0))
-        return model, f"{name} (seeded reference weights)"
-    return load_model(name, base=base), name
-
-
 def check_paths(out: Path, inputs: dict[str, Any]) -> None:
     """Refuse an export folder whose files would overwrite an input (``--model``, ``--base``)."""
     from edge_sameo.contract import CONTRACT_FILE, DECODER_FILE, ENCODER_FILE, REFINER_FILE
@@ -60,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_paths(args.out, {"--model": args.model, "--base": args.base})
     cfg = ExportConfig(out_dir=args.out, opset=args.opset, max_boxes=args.max_boxes, check=False)
-    model, label = load_model_arg(args.model, args.base)
+    from edge_sameo.checkpoint import load_model_or_config
+
+    model, label = load_model_or_config(args.model, args.base)
     contract = export_onnx(model, cfg)
     print(f"exported {label} to {args.out} (opset {cfg.opset}, boxes {cfg.box_profile})")
     for graph in contract.graphs:

@@ -8,6 +8,9 @@ engine's sha256. A lookup reuses the engine only when the sidecar matches exactl
 anything else (no sidecar, a corrupt one, another key, an engine file that changed) is a
 miss with a reason, and the caller rebuilds. Nothing here imports TensorRT: the GPU and
 TensorRT facts come in as a :class:`PlatformFacts`.
+
+The builder (``edge_sameo.engines.tensorrt_build``) looks engines up by their exact key; the
+runtime, which does not know the builder's options, loads one with :meth:`EngineCache.find`.
 """
 
 from __future__ import annotations
@@ -18,13 +21,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from edge_sameo.io import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from edge_sameo.backends.cuda_memory import CudaStream
 
 CACHE_FORMAT = 1
 ENGINE_SUFFIX = ".engine"
 SIDECAR_SUFFIX = ".json"
+#: The option of an :class:`EngineKey` that names the ONNX file (in the export folder) the
+#: engine was built from: ``encoder.onnx``, ``encoder.fp16.onnx``...
+ONNX_FILE_OPTION = "onnx_file"
 
 
 @dataclass(frozen=True)
@@ -42,8 +52,9 @@ class EngineKey:
     """Everything that changes the bytes (or numerics) of a built engine.
 
     ``profile``: input name -> (min, opt, max) shapes of its optimisation profile.
-    ``options``: builder options that change the engine (route, flags, fp32-kept layers,
-    workspace, aux streams, calibration cache digest...), JSON-serialisable values only.
+    ``options``: builder options that change the engine (the ONNX file under
+    :data:`ONNX_FILE_OPTION`, flags, fp32-kept layers, workspace, aux streams, calibration
+    cache digest...), JSON-serialisable values only.
     """
 
     onnx_sha256: str
@@ -72,6 +83,18 @@ class EngineKey:
     @property
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def engine_name(graph: str, precision: str) -> str:
+    """Cache name of an engine: ``("encoder", "fp16")`` -> ``"encoder.fp16"``, stored as
+    ``encoder.fp16.engine``."""
+    return f"{graph}.{precision}"
+
+
+def platform_facts(trt_module: ModuleType, cuda: CudaStream) -> PlatformFacts:
+    """The installed TensorRT's version and the GPU of ``cuda``."""
+    major, minor = cuda.compute_capability()
+    return PlatformFacts(str(trt_module.__version__), cuda.device_name(), f"{major}.{minor}")
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -151,6 +174,44 @@ class EngineCache:
         diffs = key_differences(stored, key.to_dict())
         if diffs:
             return CacheLookup(path, False, "built for other inputs: " + "; ".join(diffs))
+        return self._intact(path, meta)
+
+    def find(self, name: str, platform: PlatformFacts, onnx_dir: str | Path) -> CacheLookup:
+        """The cached engine ``name`` when this machine can load it as it is, whatever builder
+        options made it: built by this TensorRT for this GPU, from the ONNX file that is in
+        ``onnx_dir`` now (same sha256), and unchanged since. Never raises on a bad sidecar."""
+        path = self.engine_path(name)
+        if not path.is_file():
+            return CacheLookup(path, False, "no cached engine")
+        meta = self.read_sidecar(name)
+        if meta is None or meta.get("format") != CACHE_FORMAT:
+            return CacheLookup(path, False, "no sidecar, or one unreadable or of another format")
+        stored = meta.get("key")
+        if not isinstance(stored, dict):
+            return CacheLookup(path, False, "sidecar has no key")
+        here = {
+            "trt_version": platform.trt_version,
+            "gpu_name": platform.gpu_name,
+            "compute_capability": platform.compute_capability,
+        }
+        diffs = key_differences({k: stored.get(k) for k in here}, here)
+        if diffs:
+            return CacheLookup(path, False, "built on another platform: " + "; ".join(diffs))
+        options = stored.get("options")
+        onnx_file = options.get(ONNX_FILE_OPTION) if isinstance(options, dict) else None
+        if not isinstance(onnx_file, str):
+            return CacheLookup(path, False, "sidecar does not name the ONNX file")
+        onnx = Path(onnx_dir) / onnx_file
+        try:
+            if file_sha256(onnx) != stored.get("onnx_sha256"):
+                return CacheLookup(path, False, f"{onnx} changed since the engine was built")
+        except OSError:
+            return CacheLookup(path, False, f"{onnx}, which it was built from, is missing")
+        return self._intact(path, meta)
+
+    @staticmethod
+    def _intact(path: Path, meta: Mapping[str, Any]) -> CacheLookup:
+        """A hit when the engine file still has the size and sha256 its sidecar records."""
         try:
             if path.stat().st_size != meta.get("engine_bytes") or file_sha256(path) != meta.get(
                 "engine_sha256"
