@@ -24,7 +24,21 @@ from edge_sameo.data import (
     iter_scenes,
     load_amodal_coco,
 )
-from edge_sameo.data.synth import compose_scene, dual_scenes, render, shape_mask, texture
+from edge_sameo.data.synth import (
+    Bouncing,
+    Curved,
+    Linear,
+    Static,
+    Through,
+    TimeWarp,
+    compose_scene,
+    compose_video,
+    dual_scenes,
+    render,
+    shape_mask,
+    texture,
+    video_frame,
+)
 from edge_sameo.errors import InputError
 
 SMALL = SynthConfig(size=(128, 96))
@@ -281,6 +295,77 @@ def test_video_is_reproducible(tmp_path: Path) -> None:
     a = generate_video(tmp_path / "a", 6, seed=2, cfg=cfg).read_bytes()
     b = generate_video(tmp_path / "b", 6, seed=2, cfg=cfg).read_bytes()
     assert a == b
+
+
+@pytest.mark.parametrize("amplitude", [0.0, 0.4, 0.79])
+@pytest.mark.parametrize("cycles", [1.0, 2.0])
+def test_time_warp_runs_monotonically_from_0_to_1(amplitude: float, cycles: float) -> None:
+    warp = TimeWarp(amplitude, cycles)
+    u = np.array([warp(float(t)) for t in np.linspace(0.0, 1.0, 201)])
+    assert u[0] == 0.0 and u[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(u) > 0)
+    if amplitude:
+        assert not np.allclose(u, np.linspace(0.0, 1.0, 201))  # the speed really varies
+
+
+@pytest.mark.parametrize(
+    "motion",
+    [
+        Linear((10.0, 20.0), (90.0, 60.0), TimeWarp(0.7, 2.0)),
+        Curved((10.0, 20.0), (90.0, 60.0), (50.0, -30.0), TimeWarp(0.5, 1.0)),
+        Through((10.0, 20.0), (90.0, 60.0), (40.0, 70.0), 0.4),
+    ],
+)
+def test_path_motions_run_from_start_to_end(motion: Linear | Curved | Through) -> None:
+    assert motion.centre(0.0) == pytest.approx(motion.start)
+    assert motion.centre(1.0) == pytest.approx(motion.end)
+
+
+def test_curved_bends_towards_its_control_point_and_through_meets_its_point() -> None:
+    curved = Curved((0.0, 0.0), (100.0, 0.0), (50.0, 80.0), TimeWarp(0.0, 1.0))
+    assert curved.centre(0.5) == pytest.approx((50.0, 40.0))  # a quadratic Bézier's midpoint
+    through = Through((0.0, 0.0), (100.0, 0.0), (30.0, 50.0), 0.25)
+    assert through.centre(0.25) == pytest.approx((30.0, 50.0))
+    assert through.centre(0.125) == pytest.approx((15.0, 25.0))  # constant speed per leg
+
+
+def test_bouncing_reflects_inside_its_box() -> None:
+    box = (10.0, 5.0, 70.0, 45.0)
+    motion = Bouncing((20.0, 25.0), (500.0, -300.0), box, TimeWarp(0.3, 2.0))
+    xy = np.array([motion.centre(float(t)) for t in np.linspace(0.0, 1.0, 400)])
+    assert np.all((xy >= [box[0], box[1]]) & (xy <= [box[2], box[3]]))
+    # It travels far further than the box is wide, so it reaches both walls on each axis.
+    assert xy[:, 0].min() < 12 and xy[:, 0].max() > 68
+    assert xy[:, 1].min() < 7 and xy[:, 1].max() > 43
+
+
+def test_video_tracks_move_as_their_motions_say() -> None:
+    cfg = SynthConfig(size=(160, 120))
+    bg, tracks = compose_video(item_seed(4, 0), cfg, VideoConfig(occluders=(2, 2)), 11)
+    kinds = [tr.kind for tr in tracks]
+    assert kinds[0] == "through" and kinds[-2:] == ["static", "static"]
+    assert set(kinds[1:-2]) <= {"linear", "curved", "bouncing"}
+    assert all(tr.kind == tr.motion.kind for tr in tracks)
+    through, pillar = tracks[0].motion, tracks[-2].motion
+    assert isinstance(through, Through) and isinstance(pillar, Static)
+    assert through.via == pillar.at  # it passes behind the first pillar ...
+    assert through.t_via * 10 == pytest.approx(round(through.t_via * 10))  # ... on a frame
+    hidden = video_frame(bg, tracks, through.t_via).instances[0]
+    assert hidden.track_id == 1 and hidden.occlusion_rate == 1.0
+    checked = 0
+    for i in (0, 7, 10):
+        frame = video_frame(bg, tracks, i / 10)
+        for inst in frame.instances:
+            tr = tracks[inst.track_id - 1]
+            cx, cy = tr.centre(i / 10)
+            h, w = tr.sprite.hw
+            x0, y0 = round(cx - w / 2), round(cy - h / 2)
+            ys, xs = np.nonzero(inst.amodal)
+            if x0 >= 0 and y0 >= 0 and x0 + w <= 160 and y0 + h <= 120:  # not truncated
+                assert (xs.min(), ys.min()) == (x0, y0)
+                assert np.array_equal(inst.amodal[y0 : y0 + h, x0 : x0 + w], tr.sprite.mask)
+                checked += 1
+    assert checked >= 6
 
 
 def test_export_yolo(tmp_path: Path) -> None:

@@ -36,11 +36,19 @@ from pycocotools import mask as mask_utils
 
 from edge_sameo.errors import InputError
 from edge_sameo.io import atomic_write_json, read_image
-from edge_sameo.masks import check_rle_counts
+from edge_sameo.masks import (
+    RLE,
+    check_rle_counts,
+    decode_rle,
+    rle_area,
+    rle_from_mask,
+    rle_intersection_area,
+    rle_to_json,
+    rle_xywh,
+)
 from edge_sameo.paths import require_file
 
 FORMAT = "edge-sameo-amodal-coco/1"
-RLE = dict[str, Any]
 
 #: (amodal segmentation, amodal bbox, visible segmentation, visible bbox) per source layout,
 #: tried in this order.
@@ -58,34 +66,6 @@ _KNOWN_IMG_KEYS = {"id", "file_name", "width", "height", "video_id", "frame_inde
 
 
 # --------------------------------------------------------------------------- masks as RLE
-
-
-def rle_from_mask(mask: NDArray[np.bool_]) -> RLE:
-    """(H, W) bool -> compressed COCO RLE with bytes counts (pycocotools' own form)."""
-    # A bool array is one byte per pixel: viewing it as uint8 saves a copy.
-    return dict(mask_utils.encode(np.asfortranarray(mask, dtype=bool).view(np.uint8)))
-
-
-def rle_to_json(rle: RLE) -> RLE:
-    """A compressed RLE with ``counts`` as str, ready for JSON."""
-    counts = rle["counts"]
-    return {
-        "size": [int(rle["size"][0]), int(rle["size"][1])],
-        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
-    }
-
-
-def rle_area(rle: RLE) -> int:
-    return int(mask_utils.area(rle))
-
-
-def rle_xywh(rle: RLE) -> list[float]:
-    """COCO XYWH pixel box of an RLE mask ([0, 0, 0, 0] when empty)."""
-    return [float(v) for v in mask_utils.toBbox(rle)]
-
-
-def rle_intersection_area(a: RLE, b: RLE) -> int:
-    return int(mask_utils.area(mask_utils.merge([a, b], intersect=True)))
 
 
 def to_rle(segm: Any, height: int, width: int, *, poly_tolerance: float = 1.0) -> RLE:
@@ -187,13 +167,13 @@ class AmodalAnnotation:
 
     def amodal_mask(self) -> NDArray[np.bool_]:
         """(H, W) bool amodal mask."""
-        return np.asarray(mask_utils.decode(self.segmentation), dtype=bool)
+        return decode_rle(self.segmentation)
 
     def visible_mask(self) -> NDArray[np.bool_]:
         """(H, W) bool visible mask (raises ``InputError`` when the file had none)."""
         if self.visible is None:
             raise InputError(f"annotation {self.id} has no visible mask")
-        return np.asarray(mask_utils.decode(self.visible), dtype=bool)
+        return decode_rle(self.visible)
 
     @property
     def area(self) -> int:
