@@ -7,8 +7,9 @@ boxes (IoU >= 0.5, highest IoU first, class ignored). Per occlusion bucket of th
 truth (1 - visible / amodal area) it reports how many objects were found, how many of
 those got the right class, and what the others were called. Usage::
 
-    python benchmarks/detector_by_occlusion.py --weights models/detector/yolov8n_synth.pt \\
-        --seed 9000 --count 300 --json out.json
+    python benchmarks/detector_by_occlusion.py [--weights W] --seed 9000 --count 300 --json out.json
+
+(``--weights`` defaults to the bundled detector.)
 
 With ``--video`` the scenes are instead the frames of the synthetic clip of that seed
 (``edge-sameo demo --seed``'s video, ``--count`` frames), and its static occluders (the
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from edge_sameo import bundled
 from edge_sameo.data.synth import (
     SynthConfig,
     VideoConfig,
@@ -218,7 +220,7 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--weights", type=Path, default=Path("models/detector/yolov8n_synth.pt"))
+    p.add_argument("--weights", type=Path, default=bundled.DETECTOR_WEIGHTS)
     p.add_argument("--seed", type=int, default=9000)
     p.add_argument("--count", type=int, default=300)
     p.add_argument(

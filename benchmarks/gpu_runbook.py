@@ -151,7 +151,8 @@ def tensorrt_rows(
     ort_encode: Callable[[NDArray[np.float32]], NDArray[np.float32]],
 ) -> list[Row]:
     from edge_sameo.backends.tensorrt_backend import TensorRTBackend
-    from edge_sameo.engines.tensorrt_build import load_tensorrt
+    from edge_sameo.backends.tensorrt_loader import load_tensorrt
+    from edge_sameo.engines.tensorrt_build import build_for_runtime
     from edge_sameo.errors import EdgeSameoError
 
     try:
@@ -171,7 +172,7 @@ def tensorrt_rows(
             options["calibration_feeds"] = {"encoder": enc_feeds, "decoder": dec_feeds}
             options["calib_cache"] = Path(args.work_dir or export_dir) / "calib"
         try:
-            backend = TensorRTBackend(export_dir, precision, **options)
+            backend = TensorRTBackend(export_dir, precision, build=build_for_runtime, **options)
         except EdgeSameoError as exc:
             row.status = f"skipped: {exc}"
             rows.append(row)
@@ -216,7 +217,7 @@ def ort_outputs(
 
 
 def trt_status() -> str:
-    from edge_sameo.engines.tensorrt_build import load_tensorrt
+    from edge_sameo.backends.tensorrt_loader import load_tensorrt
     from edge_sameo.errors import EdgeSameoError
 
     try:

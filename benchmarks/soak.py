@@ -16,13 +16,15 @@ and reconnects, and writes them as JSON.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -30,10 +32,22 @@ import numpy as np
 from edge_sameo.commands.synth import parse_size
 from edge_sameo.stream.sources import SyntheticVideoSource
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the test stream lives in tests/
+if TYPE_CHECKING:
+    from tests.mjpeg_stream import MjpegServer
 
-from tests.mjpeg_stream import MjpegServer, mjpeg_server  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_test_stream() -> ModuleType:
+    """The live MJPEG test stream of the test suite (``tests/mjpeg_stream.py``), loaded from
+    this checkout by its path: the soak serves the same stream the stream tests do."""
+    path = ROOT / "tests" / "mjpeg_stream.py"
+    spec = importlib.util.spec_from_file_location("mjpeg_stream", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the test stream {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def rss_mb(pid: int) -> float | None:
@@ -168,7 +182,7 @@ def main() -> None:
     p.add_argument("--backend", help="passed to edge-sameo run (default: auto)")
     p.add_argument("--json", type=Path, default=ROOT / "out" / "soak.json")
     args = p.parse_args()
-    srv, port = mjpeg_server(stream_frames(args.size), args.fps)
+    srv, port = load_test_stream().mjpeg_server(stream_frames(args.size), args.fps)
     url = f"http://127.0.0.1:{port}/stream.mjpg"
     with tempfile.TemporaryDirectory(prefix="soak_") as tmp:
         try:

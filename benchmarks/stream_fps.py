@@ -14,9 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edge_sameo import AmodalPredictor
+from edge_sameo import AmodalPredictor, bundled
+from edge_sameo.backends.registry import create_backend
+from edge_sameo.commands.build import on_demand
 from edge_sameo.stream import StreamConfig
-from edge_sameo.stream.app import BUNDLED_DETECTOR, BUNDLED_SAM, Outputs, run_app
+from edge_sameo.stream.app import Outputs, run_app
 from edge_sameo.stream.sources import SyntheticVideoSource
 
 
@@ -42,8 +44,8 @@ def make_detector(spec: str) -> Any:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--sam", default=str(BUNDLED_SAM))
-    p.add_argument("--detector", default=str(BUNDLED_DETECTOR))
+    p.add_argument("--sam", default=str(bundled.NANO))
+    p.add_argument("--detector", default=str(bundled.DETECTOR))
     p.add_argument("--backend", default="auto")
     p.add_argument("--precision")
     p.add_argument("--frames", type=int, default=150)
@@ -51,7 +53,9 @@ def main() -> None:
     p.add_argument("--write", action="store_true", help="also write MP4 + JSONL (render stage)")
     p.add_argument("--json", type=Path, default=Path("out/stream_fps.json"))
     args = p.parse_args()
-    predictor = AmodalPredictor(args.sam, backend=args.backend, precision=args.precision)
+    # like edge-sameo run: a checkpoint is exported, engines built, on first use
+    backend = create_backend(args.sam, args.backend, args.precision, **on_demand())
+    predictor = AmodalPredictor(backend)
     rows = {}
     for mode in ("sequential", "pipelined"):
         detector = make_detector(args.detector)

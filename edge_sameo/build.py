@@ -15,7 +15,7 @@ CONFIGS: dict[str, ModelConfig] = {
     "vitt": ModelConfig(name="vitt", encoder_dim=192, encoder_heads=3),
     "vits": ModelConfig(name="vits", encoder_dim=384, encoder_heads=6),
     # The bundled model (1.4 M parameters with both decoders): 256 px for real time on a
-    # 2-core CPU; trained here on the synthetic world (models/nano/MODEL_CARD.md).
+    # 2-core CPU; trained here on the synthetic world (edge_sameo/models/nano/MODEL_CARD.md).
     "nano": ModelConfig(
         name="nano",
         img_size=256,

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import io
+import json
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -257,6 +259,21 @@ def load_model(path: str | Path, *, base: str | Path | EfficientSam | None = Non
     return model_from_object(read_checkpoint(path), base=base, source=str(path))
 
 
+def load_model_or_config(
+    name: str | Path, base: str | Path | EfficientSam | None = None
+) -> tuple[EfficientSam, str]:
+    """A checkpoint path, or a config name (``CONFIGS``) that is not a file, built with
+    seeded reference weights (for speed and export checks without real weights); returns
+    (model, label for reports)."""
+    from edge_sameo.seeded import manifest_of, seeded_state_dict
+
+    if str(name) in CONFIGS and not Path(name).exists():
+        model = build_model(str(name))
+        model.load_state_dict(seeded_state_dict(manifest_of(model.state_dict()), seed=0))
+        return model, f"{name} (seeded reference weights)"
+    return load_model(name, base=base), str(name)
+
+
 def save_model(
     model: EfficientSam, path: str | Path, meta: Mapping[str, Any] | None = None
 ) -> None:
@@ -272,3 +289,32 @@ def save_model(
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def state_dict_digest(
+    tensors: Mapping[str, torch.Tensor] | Iterable[torch.Tensor], *, header: str = ""
+) -> str:
+    """Hex sha256 of ``header`` (UTF-8), then of every tensor's bytes in order (C order,
+    the machine's byte order: little-endian on every platform this runs on).
+
+    A mapping (a state_dict) also hashes each key, dtype and shape before the bytes, so
+    renamed, recast or reshaped weights change the digest; plain tensors are hashed by
+    their bytes alone (the parity vectors' rule: sha256 over each float32 tensor's bytes).
+    """
+    h = hashlib.sha256(header.encode())
+    items = tensors.items() if isinstance(tensors, Mapping) else ((None, t) for t in tensors)
+    for name, tensor in items:
+        t = tensor.detach().cpu().contiguous()
+        if name is not None:
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        # Viewed as bytes: numpy has no bfloat16, and the bytes are exactly what is stored.
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def weights_digest(model: EfficientSam) -> str:
+    """Key of a model's cached export (20 hex digits): its configs (the refiner's crop size
+    and window growth change the export without changing any weight) and its weights."""
+    refiner = None if model.refiner is None else model.refiner.config.to_dict()
+    header = json.dumps([model.config.to_dict(), refiner], sort_keys=True)
+    return state_dict_digest(model.state_dict(), header=header)[:20]

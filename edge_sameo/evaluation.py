@@ -46,8 +46,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from edge_sameo.data.coco_amodal import AmodalDataset, load_amodal_coco, rle_to_json, to_rle
+from edge_sameo.data.coco_amodal import AmodalDataset, load_amodal_coco, to_rle
 from edge_sameo.errors import InputError
+from edge_sameo.masks import rle_to_json
 from edge_sameo.paths import require_file
 
 #: Occlusion buckets by ground-truth occlusion rate: (key, upper bound inclusive); the

@@ -55,6 +55,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (one trailing newline) to ``path`` atomically: through
+    a temporary file in the same folder, moved into place, so a reader never sees half."""
     atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 

@@ -11,11 +11,24 @@ from pycocotools import mask as mask_utils
 RLE = dict[str, Any]
 
 
+def rle_from_mask(mask: NDArray[np.bool_]) -> RLE:
+    """(H, W) bool -> compressed COCO RLE with bytes counts (pycocotools' own form)."""
+    # A bool array is one byte per pixel: viewing it as uint8 saves a copy.
+    return dict(mask_utils.encode(np.asfortranarray(mask, dtype=bool).view(np.uint8)))
+
+
+def rle_to_json(rle: RLE) -> RLE:
+    """A compressed RLE with ``counts`` as str and ``size`` as ints, ready for JSON."""
+    counts = rle["counts"]
+    return {
+        "size": [int(rle["size"][0]), int(rle["size"][1])],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
+
+
 def encode_rle(mask: NDArray[np.bool_]) -> RLE:
     """(H, W) bool -> COCO RLE ``{"size": [H, W], "counts": str}`` (JSON-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return dict(rle)
+    return rle_to_json(rle_from_mask(mask))
 
 
 def decode_rle(rle: RLE) -> NDArray[np.bool_]:
@@ -26,6 +39,21 @@ def decode_rle(rle: RLE) -> NDArray[np.bool_]:
     elif isinstance(rle.get("counts"), str):
         rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
     return np.asarray(mask_utils.decode(rle), dtype=bool)
+
+
+def rle_area(rle: RLE) -> int:
+    """Pixel count of a compressed RLE mask."""
+    return int(mask_utils.area(rle))
+
+
+def rle_xywh(rle: RLE) -> list[float]:
+    """COCO XYWH pixel box of a compressed RLE mask ([0, 0, 0, 0] when empty)."""
+    return [float(v) for v in mask_utils.toBbox(rle)]
+
+
+def rle_intersection_area(a: RLE, b: RLE) -> int:
+    """Pixel count of the intersection of two compressed RLE masks of one size."""
+    return int(mask_utils.area(mask_utils.merge([a, b], intersect=True)))
 
 
 def compressed_counts(counts: bytes) -> NDArray[np.int64] | None:

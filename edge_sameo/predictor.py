@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from edge_sameo.io import to_rgb_uint8
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.preprocess import resize_pixels, upscale_masks
 from edge_sameo.refine import paste_masks, refiner_crops
+
+if TYPE_CHECKING:
+    import supervision as sv
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,14 @@ class Prediction:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def to_supervision(self) -> sv.Detections:
+        """The masks as ``supervision.Detections``: amodal masks as ``mask``, scores as
+        ``confidence``, visible masks, occlusion ratios and depth order in ``data`` (see
+        :mod:`edge_sameo.integrations.supervision`)."""
+        from edge_sameo.integrations.supervision import prediction_to_detections
+
+        return prediction_to_detections(self)
 
 
 def best_masks(
@@ -143,6 +154,12 @@ class AmodalPredictor:
         self._image_hw = None
         self._speed = {}
 
+    def _current_image(self) -> tuple[NDArray[np.float32], tuple[int, int]]:
+        """The current image's embedding and (H, W); ``InputError`` when none is set."""
+        embedding = self.image_embedding
+        assert self._image_hw is not None
+        return embedding, self._image_hw
+
     def predict(self, boxes: Any) -> Prediction:
         """Decode all boxes of the current image in one batched call.
 
@@ -150,10 +167,16 @@ class AmodalPredictor:
         image and reversed corners reordered; NaN/inf or zero-area boxes raise
         ``InputError`` (a ``ValueError``) naming the row.
         """
-        embedding = self.image_embedding
-        assert self._image_hw is not None
-        h, w = self._image_hw
-        clean = validate_boxes(boxes, (h, w))
+        _, image_hw = self._current_image()
+        return self.predict_valid(validate_boxes(boxes, image_hw))
+
+    def predict_valid(self, boxes: NDArray[np.float32]) -> Prediction:
+        """``predict`` for boxes already checked: (N, 4) float32 XYXY in image pixels as
+        ``validate_boxes`` or ``clip_boxes`` return them (reordered, clipped, non-empty).
+        Nothing is checked again: the stream loop checks its detector's boxes once, and
+        counts and drops the bad ones."""
+        embedding, (h, w) = self._current_image()
+        clean = np.asarray(boxes, np.float32).reshape(-1, 4)
         n, s = len(clean), self.img_size
         lr = self.backend.contract.model.low_res_size
         modal = self.backend.has_modal

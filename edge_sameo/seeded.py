@@ -17,9 +17,8 @@ order), which the tests prove equal to the original checkpoints' manifests.
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -53,14 +52,6 @@ def seeded_state_dict(manifest: Manifest, seed: int) -> dict[str, torch.Tensor]:
             t = 0.02 * t
         out[key] = t.float()
     return out
-
-
-def state_dict_digest(tensors: Iterable[torch.Tensor]) -> str:
-    """sha256 over every tensor as little-endian float32 bytes, in the given order."""
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().cpu().contiguous().numpy().astype("<f4").tobytes())
-    return h.hexdigest()
 
 
 def reference_image(height: int, width: int, seed: int) -> NDArray[np.uint8]:

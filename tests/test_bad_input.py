@@ -1,4 +1,4 @@
-"""Bad-input corpus (issue #23): every case exits 2 with one line on stderr and no
+"""Bad-input corpus: every case exits 2 with one line on stderr and no
 traceback, leaves every file in its folder as it was (a pre-existing output keeps its
 content, nothing new is created), and no pickle in it ever runs its code."""
 
@@ -156,10 +156,10 @@ def test_evil_detector_pickle_never_runs(case: Case, capsys: pytest.CaptureFixtu
 
 
 def test_bundled_pt_detector_passes_the_check() -> None:
+    from edge_sameo import bundled
     from edge_sameo.safety import check_detector_file
-    from edge_sameo.stream.app import REPO_ROOT
 
-    bundled = REPO_ROOT / "models" / "detector" / "yolov8n_synth.pt"
+    bundled = bundled.DETECTOR_WEIGHTS
     if not bundled.exists():
         pytest.skip("bundled detector not present")
     check_detector_file(bundled)  # the real YOLOv8 checkpoint: allowed classes only

@@ -233,3 +233,26 @@ def test_other_content_rejected(tmp_path: Path, obj: object, message: str) -> No
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_model(tmp_path / "nope.pt")
+
+
+def test_state_dict_digest_covers_names_dtypes_and_shapes() -> None:
+    """A state_dict's digest changes with a key, a dtype or a shape even where the bytes are
+    the same; plain tensors are hashed by their bytes alone (the parity vectors' rule);
+    bfloat16 and 0-d tensors hash too (numpy has no bfloat16)."""
+    import hashlib
+
+    from edge_sameo.checkpoint import state_dict_digest
+
+    t = torch.arange(6, dtype=torch.float32)
+    base = state_dict_digest({"a": t})
+    assert state_dict_digest({"a": t.clone()}) == base
+    assert state_dict_digest({"b": t}) != base
+    assert state_dict_digest({"a": t.view(2, 3)}) != base
+    assert state_dict_digest({"a": t.view(torch.int32)}) != base  # same bytes, other dtype
+    assert state_dict_digest({"a": t}, header="config") != base
+    assert (
+        state_dict_digest([t, t])
+        == hashlib.sha256(t.numpy().astype("<f4").tobytes() * 2).hexdigest()
+    )
+    odd = {"bf16": t.to(torch.bfloat16), "scalar": torch.tensor(2.0), "empty": torch.zeros(0)}
+    assert state_dict_digest(odd) != state_dict_digest({**odd, "scalar": torch.tensor(3.0)})

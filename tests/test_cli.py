@@ -3,13 +3,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from edge_sameo.backends.cuda_memory import NoGpuError
 from edge_sameo.cli import main
+from edge_sameo.errors import EdgeSameoError, InputError, MissingDependencyError
 from edge_sameo.io import write_image
 from edge_sameo.masks import decode_rle
 
@@ -188,9 +191,9 @@ def test_demo_writes_video_jsonl_and_accuracy(
 
 @pytest.mark.slow
 def test_bundled_demo(tmp_path: Path) -> None:
-    from edge_sameo.stream.app import BUNDLED_DETECTOR, BUNDLED_SAM
+    from edge_sameo import bundled
 
-    if not (BUNDLED_SAM.exists() and BUNDLED_DETECTOR.exists()):
+    if not (bundled.NANO.exists() and bundled.DETECTOR.exists()):
         pytest.skip("bundled models not present")
     assert main(["demo", "--out-dir", str(tmp_path), "--frames", "20"]) == 0
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
@@ -222,3 +225,58 @@ def test_unexpected_error_is_one_line_exit_1(
     monkeypatch.setenv("EDGE_SAMEO_DEBUG", "1")
     with pytest.raises(RuntimeError):
         main(argv)
+
+
+def fails_with(exc: Exception) -> Callable[..., int]:
+    def fail(*args: object) -> int:
+        raise exc
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (InputError("box 0 has zero area"), 2),
+        (MissingDependencyError("tensorrt is not installed: pip install 'edge-sameo[trt]'"), 2),
+        (NoGpuError("no CUDA GPU found: TensorRT needs an NVIDIA GPU"), 2),
+        (FileNotFoundError(2, "No such file or directory", "x.png"), 2),
+        (EdgeSameoError("INT8 calibration of encoder failed: no batches"), 1),
+    ],
+)
+def test_exit_code_says_bad_usage_or_failure(
+    exc: Exception,
+    code: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Bad usage or input (what the command line asked for cannot be done) exits 2; an
+    error raised on purpose while running (an engine build, a calibration) exits 1; both
+    one line headed by the command."""
+    import edge_sameo.commands.synth as synth_cmd
+
+    monkeypatch.setattr(synth_cmd, "run_images", fails_with(exc))
+    monkeypatch.delenv("EDGE_SAMEO_DEBUG", raising=False)
+    assert main(["synth", "images", "--out", "x", "--count", "1"]) == code
+    assert one_line_error(capsys) == f"edge-sameo synth: error: {exc}"
+
+
+def test_training_entries_handle_errors_as_the_cli_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m edge_sameo.train`` and the detector trainer's entry end as ``edge-sameo``
+    does: a failure at run time or an unexpected exception is one line and exit 1."""
+    import edge_sameo.train.cli as train_cli
+    import edge_sameo.train.detector as train_detector
+
+    monkeypatch.delenv("EDGE_SAMEO_DEBUG", raising=False)
+    monkeypatch.setattr(train_cli, "run_nano", fails_with(EdgeSameoError("stage 2 diverged")))
+    assert train_cli.main(["nano"]) == 1
+    assert one_line_error(capsys) == "train nano: error: stage 2 diverged"
+    oom = RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be reported later")
+    monkeypatch.setattr(train_detector, "train_detector", fails_with(oom))
+    assert train_detector.main(["--out", str(tmp_path)]) == 1
+    assert one_line_error(capsys) == (
+        "train.detector: unexpected error: RuntimeError: CUDA error: out of memory CUDA kernel "
+        "errors might be reported later (EDGE_SAMEO_DEBUG=1 shows the traceback)"
+    )

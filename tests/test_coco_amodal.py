@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from edge_sameo.data import annotation_record, load_amodal_coco, write_amodal_coco
-from edge_sameo.data.coco_amodal import FORMAT, parse_amodal_coco, rle_from_mask, rle_to_json
+from edge_sameo.data.coco_amodal import FORMAT, parse_amodal_coco
 from edge_sameo.errors import InputError
-from edge_sameo.masks import encode_rle
+from edge_sameo.masks import encode_rle, rle_from_mask, rle_to_json
 
 H, W = 20, 30
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from edge_sameo.data import SynthConfig, annotation_record, generate_dataset, write_amodal_coco
-from edge_sameo.data.coco_amodal import AmodalDataset, load_amodal_coco, rle_to_json
+from edge_sameo.data.coco_amodal import AmodalDataset, load_amodal_coco
 from edge_sameo.errors import InputError
 from edge_sameo.evaluation import bucket_of, evaluate, occluded_iou
-from edge_sameo.masks import encode_rle
+from edge_sameo.masks import encode_rle, rle_to_json
 
 KEYS = {"AP", "AP50", "AP75", "AR", "mIoU", "mIoU_occ", "per_bucket", "baseline"}
 

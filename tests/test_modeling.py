@@ -40,8 +40,7 @@ def test_fused_attention_matches_explicit_form() -> None:
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         fused = model.encode(x)
-        for blk in model.image_encoder.blocks:
-            blk.attn.fused = False
+        model.set_fused_attention(False)
         explicit = model.encode(x)
     torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from edge_sameo import AmodalPredictor
+from edge_sameo.checkpoint import state_dict_digest
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.preprocess import boxes_to_model_frame, preprocess
-from edge_sameo.seeded import reference_image, seeded_state_dict, state_dict_digest
+from edge_sameo.seeded import reference_image, seeded_state_dict
 from tests.conftest import reference_manifest
 
 DIGESTS = {

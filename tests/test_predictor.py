@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from edge_sameo import AmodalPredictor
+from edge_sameo.boxes import clip_boxes
 from edge_sameo.errors import InputError
 from edge_sameo.modeling import EfficientSam
 
@@ -65,6 +66,25 @@ def test_reversed_corners_and_clipping(predictor: AmodalPredictor) -> None:
 def test_bad_boxes_name_the_row(predictor: AmodalPredictor, boxes: list, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         predictor.predict(boxes)
+
+
+def test_clip_boxes_keeps_what_predict_accepts(predictor: AmodalPredictor) -> None:
+    """The stream's one check per frame (``clip_boxes``) keeps exactly the boxes ``predict``
+    accepts, clipped and reordered as ``predict`` does; ``predict_valid`` on them is
+    ``predict``."""
+    boxes = np.array(
+        [[60, 70, 5, 6], [-50, -20, 500, 400], [1, np.nan, 3, 4], [np.inf, 0, 5, 5],
+         [200, 200, 300, 300], [10, 10, 10, 50]],
+        np.float32,
+    )  # fmt: skip
+    clean, valid = clip_boxes(boxes, (96, 128))
+    assert valid.tolist() == [True, True, False, False, False, False]
+    for box in boxes[~valid]:
+        with pytest.raises(InputError):
+            predictor.predict([box])
+    expected = predictor.predict(boxes[valid])
+    np.testing.assert_array_equal(clean[valid], expected.boxes)
+    np.testing.assert_array_equal(predictor.predict_valid(clean[valid]).masks, expected.masks)
 
 
 def test_predict_before_set_image(tiny_model: EfficientSam) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from edge_sameo import bundled
 from edge_sameo.backends.torch_backend import TorchBackend, model_contract
 from edge_sameo.checkpoint import load_model, save_model
 from edge_sameo.contract import ExportContract
@@ -206,7 +207,7 @@ def test_refiner_changes_the_masks(tiny_model: EfficientSam, rgb_image: np.ndarr
 def test_model_card_shows_the_refiner_and_the_second_world() -> None:
     from edge_sameo.train.card import render
 
-    metrics = json.loads(Path("models/nano/metrics.json").read_text())
+    metrics = json.loads((bundled.MODELS / "nano" / "metrics.json").read_text())
     metrics = {k: v for k, v in metrics.items() if k not in ("refiner", "second_world")}
     plain = render(metrics)
     assert "refiner" not in plain.split("## Files")[0]

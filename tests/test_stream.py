@@ -14,6 +14,7 @@ import pytest
 
 from edge_sameo import AmodalPredictor, build_model, save_model
 from edge_sameo.cli import main
+from edge_sameo.data import annotation_record, write_amodal_coco
 from edge_sameo.errors import InputError
 from edge_sameo.masks import decode_rle, mask_to_box
 from edge_sameo.modeling import EfficientSam
@@ -211,6 +212,48 @@ def test_replay_detector_roundtrip(tmp_path: Path, predictor: AmodalPredictor) -
         assert [o.track_id for o in r.objects] == [o["track_id"] for o in line["objects"]]
     with pytest.raises(InputError, match="replay file not found"):
         ReplayDetector(tmp_path / "none.jsonl")
+
+
+def test_replay_detector_reads_coco_ground_truth_and_results(tmp_path: Path) -> None:
+    """A COCO-amodal ground truth replays as the boxes of its visible masks (or of its amodal
+    ones), frames by ``frame_index`` else image id - 1; a fully hidden object is no detection;
+    a bad annotation is refused naming it. COCO results replay by image id."""
+    h, w = 40, 60
+    amodal = np.zeros((h, w), bool)
+    amodal[5:25, 10:40] = True
+    visible = amodal.copy()
+    visible[:, 25:] = False
+    images = [
+        {"id": 7, "file_name": "a.png", "width": w, "height": h, "frame_index": 3},
+        {"id": 2, "file_name": "b.png", "width": w, "height": h},
+    ]
+    anns = [
+        annotation_record(1, 7, 1, amodal, visible, track_id=4, score=0.5),
+        annotation_record(2, 7, 1, amodal, np.zeros((h, w), bool)),  # fully hidden
+        annotation_record(3, 2, 2, amodal, visible),
+    ]
+    path = tmp_path / "gt.json"
+    write_amodal_coco(path, images, anns, [{"id": 1, "name": "box"}, {"id": 2, "name": "can"}])
+    image = np.zeros((h, w, 3), np.uint8)
+    gt = ReplayDetector(path)
+    d = gt(Frame(3, 0.1, image))
+    assert d.boxes.tolist() == [[10, 5, 25, 25]] and d.track_ids.tolist() == [4]
+    assert d.scores.tolist() == [0.5] and d.class_ids.tolist() == [1]
+    assert gt(Frame(1, 0.0, image)).class_ids.tolist() == [2]
+    assert gt.names == {1: "box", 2: "can"}
+    amodal_boxes = ReplayDetector(path, box="amodal")(Frame(3, 0.1, image)).boxes
+    assert amodal_boxes.tolist() == [[10, 5, 40, 25]] * 2
+    doc = json.loads(path.read_text())
+    doc["annotations"][0]["visible_segmentation"]["size"] = [1, 1]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="annotation 1: 'visible_segmentation': mask size"):
+        ReplayDetector(path)
+    results = tmp_path / "results.json"
+    rows = [{"image_id": 2, "category_id": 3, "bbox": [1, 2, 10, 20], "score": 0.25},
+            {"image_id": 2, "category_id": 3, "bbox": [1, 2, 0, 20]}]  # fmt: skip
+    results.write_text(json.dumps(rows))
+    r = ReplayDetector(results)(Frame(1, 0.0, image))
+    assert r.boxes.tolist() == [[1, 2, 11, 22]] and r.scores.tolist() == [0.25]
 
 
 def test_ultralytics_adapter_duck_types() -> None:

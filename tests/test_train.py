@@ -416,7 +416,7 @@ def test_export_sameo_decoder_and_onnx(world: dict[str, Path], tmp_path: Path) -
     obj = torch.load(out / SAMEO_FILE, weights_only=True)
     assert set(obj) >= {"decoder", "config"}
     assert not any(k.startswith("mask_decoder.") for k in obj["decoder"])  # SAMEO keys
-    # issue #2's loader applies the SAMEO decoder over the base; base decoder -> modal head
+    # load_model applies the SAMEO decoder over the base; base decoder -> modal head
     model = load_model(out / SAMEO_FILE, base=world["init"])
     trained = load_model(run / "last.pt")
     for k, v in trained.mask_decoder.state_dict().items():

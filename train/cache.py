@@ -28,6 +28,7 @@ import torch
 from numpy.typing import NDArray
 
 from edge_sameo import preprocess
+from edge_sameo.checkpoint import state_dict_digest
 from edge_sameo.io import atomic_write_json
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.modeling.efficient_sam import PIXEL_MEAN, PIXEL_STD
@@ -50,13 +51,8 @@ def preprocess_fingerprint() -> str:
 
 def encoder_fingerprint(model: EfficientSam) -> str:
     """sha256 of the image encoder's weights (names, dtypes, shapes, bytes) and config."""
-    h = hashlib.sha256()
-    h.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for name, t in model.image_encoder.state_dict().items():
-        arr = t.detach().cpu().contiguous()
-        h.update(f"{name}:{arr.dtype}:{tuple(arr.shape)};".encode())
-        h.update(arr.view(torch.uint8).numpy().tobytes() if arr.numel() else b"")
-    return h.hexdigest()
+    header = json.dumps(model.config.to_dict(), sort_keys=True)
+    return state_dict_digest(model.image_encoder.state_dict(), header=header)
 
 
 def cache_key(model: EfficientSam, prepared: PreparedSet, dtype: str) -> str:

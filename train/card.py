@@ -1,6 +1,7 @@
-"""Render ``models/nano/MODEL_CARD.md`` from the run's ``metrics.json`` (real figures only).
+"""Render a nano folder's ``MODEL_CARD.md`` (the bundled one: ``edge_sameo/models/nano``)
+from the run's ``metrics.json`` (real figures only).
 
-python -m edge_sameo.train.card models/nano
+python -m edge_sameo.train.card edge_sameo/models/nano
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edge_sameo import bundled
 from edge_sameo.evaluation import BUCKETS
 from edge_sameo.io import atomic_write_bytes
 from edge_sameo.train.score import BARS_SECOND_WORLD, bars_line, nano_gate
@@ -124,7 +126,7 @@ def render(metrics: Mapping[str, Any]) -> str:
         "## Files",
         "",
         "* `nano.pt` — edge-sameo checkpoint (encoder, prompt encoder, amodal `mask_decoder`,",
-        '  modal `modal_decoder`): `edge_sameo.checkpoint.load_model("models/nano/nano.pt")`.',
+        "  modal `modal_decoder`): `edge_sameo.checkpoint.load_model(edge_sameo.bundled.NANO)`.",
         "* `nano_sameo_decoder.pt` — the amodal decoder alone in the SAMEO format",
         '  (`{"decoder": …, "config": …}`), loadable over the stage-1 model.',
         "* `metrics.json` — every figure below, the configs and the timings.",
@@ -184,7 +186,7 @@ def render(metrics: Mapping[str, Any]) -> str:
         *_second_world(metrics),
         "",
         "What was measured on the way (the model without a refiner; the refiner's design at an",
-        "equal budget): [docs/experiments/README.md](../../docs/experiments/README.md).",
+        "equal budget): [docs/experiments/README.md](../../../docs/experiments/README.md).",
         "",
         '"Every instance" figures average the IoU of each prompted ground-truth instance; the',
         "evaluator's figures (`edge_sameo.evaluation`) average matched pairs (IoU ≥ 0.5)",
@@ -201,7 +203,7 @@ def render(metrics: Mapping[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edge_sameo.train.card", description=__doc__)
-    p.add_argument("folder", type=Path, nargs="?", default=Path("models/nano"))
+    p.add_argument("folder", type=Path, nargs="?", default=bundled.MODELS / "nano")
     args = p.parse_args(argv)
     metrics = json.loads((args.folder / "metrics.json").read_text())
     atomic_write_bytes(args.folder / "MODEL_CARD.md", render(metrics).encode())

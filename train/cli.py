@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_sameo.errors import EdgeSameoError
+from edge_sameo import bundled
+from edge_sameo.precision import ENGINE_PRECISIONS
 
 #: CLI flag -> TrainConfig field, for the flags that have their own name.
 FLAG_FIELDS = {
@@ -86,7 +86,7 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     exp.add_argument("--base", type=Path, help="base for a SAMEO decoder-only checkpoint")
     exp.add_argument("--out", type=Path, required=True, help="output folder")
     exp.add_argument("--no-onnx", action="store_true", help="checkpoints only")
-    exp.add_argument("--engine", choices=("fp16", "fp32", "int8"), help="also build engines")
+    exp.add_argument("--engine", choices=ENGINE_PRECISIONS, help="also build engines")
     exp.add_argument("--opset", type=int, default=17)
     exp.add_argument("--no-check", action="store_true", help="skip the ORT/TensorRT checks")
     exp.set_defaults(train_func=run_export)
@@ -111,7 +111,8 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     nano = sub.add_parser(
         "nano",
         help="train the bundled edge-sameo nano model (data, stage 1, stage 2, test)",
-        description="Reproduce models/nano: synthetic data, stage 1 (encoder + modal "
+        description="Reproduce the bundled nano (edge_sameo/models/nano): synthetic data, "
+        "stage 1 (encoder + modal "
         "decoder on visible masks), stage 2 (SAMEO amodal decoder on the frozen encoder), "
         "held-out test, checkpoints and metrics. Resumable: run it again to continue.",
     )
@@ -138,8 +139,8 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
         help="--data is a world nano never trained on: use its (lower) bars",
     )
     test.add_argument("--count", type=int, default=300, help="scenes (default 300)")
-    test.add_argument("--nano", type=Path, default=Path("models/nano/nano.pt"))
-    test.add_argument("--detector", type=Path, default=Path("models/detector/yolov8n_synth.pt"))
+    test.add_argument("--nano", type=Path, default=bundled.NANO)
+    test.add_argument("--detector", type=Path, default=bundled.DETECTOR_WEIGHTS)
     test.add_argument("--only", choices=("nano", "detector"), help="score one model only")
     test.add_argument("--imgsz", type=int, help="detector input (default: its training size)")
     test.add_argument("--out", type=Path, help="scenes and runs (default: out/test_seed<S>)")
@@ -265,16 +266,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m edge_sameo.train``: the parser and error handling of ``edge-sameo train``."""
-    from edge_sameo.cli import EXIT_USAGE, Parser
+    from edge_sameo.cli import Parser, run_command
 
     parser = Parser(prog="python -m edge_sameo.train", description=__doc__)
     add_subcommands(parser)
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("train: interrupted", file=sys.stderr)
-        return 130
-    except (EdgeSameoError, OSError) as exc:
-        print(f"train {args.train_command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    return run_command(lambda: run(args), "train", args.train_command)

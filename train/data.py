@@ -142,7 +142,7 @@ def prepare_dataset(
     if not ds.has_visible:
         raise InputError(
             f"dataset {spec.name}: annotations without visible masks; the recipe needs "
-            "amodal and visible masks (COCO-amodal of issue #3)"
+            "amodal and visible masks (edge-sameo's COCO-amodal format)"
         )
     meta = _build(ds, tmp, img_size, mask_size, progress)
     meta.update(name=spec.name, key=key, source=str(spec.path))

@@ -2,7 +2,9 @@
 
 One command reproduces it::
 
-    python -m edge_sameo.train.detector --out models/detector
+    python -m edge_sameo.train.detector --out runs/detector
+
+(copy the result into ``edge_sameo/models/detector`` to bundle it).
 
 It exports the synthetic world in YOLO format (training seed), trains a YOLOv8n from
 its yaml (no pretrained weights: nothing can be downloaded), evaluates box AP50 on a
@@ -12,7 +14,6 @@ the facts for the model card.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -243,8 +244,10 @@ def per_class_report(metrics: Any) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edge_sameo.train.detector", description=__doc__)
-    p.add_argument("--out", type=Path, default=Path("models/detector"))
+    from edge_sameo.cli import Parser, run_command
+
+    p = Parser(prog="python -m edge_sameo.train.detector", description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("runs/detector"))
     p.add_argument("--train-count", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--imgsz", type=int, default=320)
@@ -293,9 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as exc:
         p.error(str(exc))
-    result = train_detector(cfg)
-    print(json.dumps(result["held_out"], indent=1))
-    return 0
+
+    def train_and_report() -> int:
+        print(json.dumps(train_detector(cfg)["held_out"], indent=1))
+        return 0
+
+    return run_command(train_and_report, "train.detector")
 
 
 if __name__ == "__main__":

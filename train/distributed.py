@@ -1,6 +1,6 @@
 """DDP set-up from ``torchrun``'s environment (one process when it is absent).
 
-``torchrun --nproc_per_node=N -m train fit ...`` sets ``RANK``, ``WORLD_SIZE``,
+``torchrun --nproc_per_node=N -m edge_sameo.train fit ...`` sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK`` and the rendezvous variables; the backend is NCCL on CUDA devices and
 gloo on CPU (how the equivalence test runs two processes on a laptop).
 """
@@ -34,10 +34,15 @@ class DistContext:
             dist.barrier()
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Element-wise sum over ranks (a copy; identity in one process)."""
+        """Element-wise sum over ranks (a copy on ``values``' device; identity in one
+        process). NCCL reduces CUDA tensors only: a CPU tensor (the epoch sums) goes through
+        this rank's GPU and back."""
         out = values.detach().clone()
         if self.enabled:
-            dist.all_reduce(out, op=dist.ReduceOp.SUM)
+            on = torch.device("cuda", self.local_rank) if self.backend == "nccl" else out.device
+            reduced = out.to(on)
+            dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+            out = reduced.to(values.device)
         return out
 
 

@@ -2,7 +2,7 @@
 
     python -m edge_sameo.train nano --config configs/nano.yaml        # or: edge-sameo train nano
 
-1. data: the synthetic world (issue #3) as COCO-amodal sets with dual images — a
+1. data: the synthetic world (``edge-sameo synth``) as COCO-amodal sets with dual images — a
    training set, a validation set and a held-out test set, each from its own seed;
 2. stage 1 (full training): encoder + prompt encoder + decoder from random weights on
    **visible** masks with modal boxes — an EfficientSAM of the synthetic world;
@@ -41,7 +41,7 @@ NANO_CONFIG: ModelConfig = CONFIGS["nano"]
 class NanoRecipe:
     """Data sizes and seeds, and the TrainConfig fields of each stage."""
 
-    out: Path = Path("models/nano")
+    out: Path = Path("runs/nano")
     synth: Mapping[str, Any] = field(default_factory=dict)
     train_seed: int = 2000
     train_count: int = 2500
@@ -215,7 +215,7 @@ def run_recipe(recipe: NanoRecipe) -> dict[str, Any]:
         "recipe": "python -m edge_sameo.train nano",
         "stage1": str(s1.out),
         "stage2": str(s2.out),
-        "weights": "synthetic world only (issue #3): not for real photos",
+        "weights": "synthetic world only (edge-sameo synth): not for real photos",
     }
     write_sameo_decoder(model, recipe.out / "nano_sameo_decoder.pt", meta)
     refiner: dict[str, Any] | None = None

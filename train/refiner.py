@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from edge_sameo import bundled
 from edge_sameo.data.synth import SynthConfig, compose_scene, dual_scenes, item_seed, render
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.modeling.refiner import MaskRefiner, RefinerConfig
@@ -490,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gen", help="write shards of refiner samples from fresh scenes")
     g.add_argument("--out", required=True)
-    g.add_argument("--nano", default="models/nano/nano.pt")
+    g.add_argument("--nano", default=str(bundled.NANO))
     g.add_argument("--seed", type=int, default=2000)
     g.add_argument("--first", type=int, default=0)
     g.add_argument("--shards", type=int, default=100)
@@ -531,14 +532,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--save-every", type=float, default=120.0)
     f.add_argument("--refresh-every", type=float, default=60.0)
     a = sub.add_parser("attach", help="write a model checkpoint with a trained refiner")
-    a.add_argument("--model", default="models/nano/nano.pt")
+    a.add_argument("--model", default=str(bundled.NANO))
     a.add_argument("--refiner", required=True, help="refiner.pt written by fit")
     a.add_argument("--out", required=True)
     a.add_argument("--meta", help="JSON object stored in the checkpoint's meta")
     b = sub.add_parser("bundle", help="attach, score (held-out, second world), card")
-    b.add_argument("--model", default="models/nano/nano.pt")
+    b.add_argument("--model", default=str(bundled.NANO))
     b.add_argument("--refiner", required=True, help="refiner.pt written by fit")
-    b.add_argument("--out", default="models/nano/nano.pt")
+    b.add_argument("--out", default=str(bundled.NANO))
     b.add_argument("--meta", help='JSON: {"commands": [...], "summary": "..."} for the card')
     b.add_argument("--test", required=True, help="held-out COCO-amodal annotations.json")
     b.add_argument("--second-world", help="a world never trained on (annotations.json)")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_sameo import bundled
 from edge_sameo.errors import InputError
 
 #: Quality bars of the nano model on held-out scenes of its own world, amodal masks through
@@ -33,8 +34,8 @@ BARS_SECOND_WORLD = {"modal": 0.70, "amodal": 0.78}
 #: The detector's bar: box AP50 per class on held-out scenes.
 GATE_AP50 = 0.90
 
-NANO = Path("models/nano/nano.pt")
-DETECTOR = Path("models/detector/yolov8n_synth.pt")
+NANO = bundled.NANO
+DETECTOR = bundled.DETECTOR_WEIGHTS
 
 
 # --------------------------------------------------------------------------- nano

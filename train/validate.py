@@ -1,4 +1,4 @@
-"""Validation: box-prompted predictions on a held-out set, scored by issue #3's evaluator.
+"""Validation: box-prompted predictions on a held-out set, scored by ``edge_sameo.evaluation``.
 
 Each ground-truth instance is prompted with its exact (unjittered) modal or amodal box;
 the kept mask is the predictor's: the candidate with the highest predicted IoU,
@@ -27,8 +27,8 @@ from pycocotools import mask as mask_utils
 
 from edge_sameo.checkpoint import load_model
 from edge_sameo.data import AmodalAnnotation, AmodalDataset
-from edge_sameo.data.coco_amodal import rle_from_mask, rle_to_json
 from edge_sameo.evaluation import BUCKETS, evaluate
+from edge_sameo.masks import rle_from_mask, rle_to_json
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.predictor import AmodalPredictor, best_masks
 from edge_sameo.train.cache import EmbeddingCache, encode_prepared
@@ -119,7 +119,7 @@ def predictor_results(
     every instance prompted with its exact ``prompt`` box in image pixels (a modal prompt
     falls back to the amodal box for an instance with no visible pixel). Returns the
     amodal masks' results and the visible masks' (None without a modal decoder)."""
-    from edge_sameo.data.coco_amodal import rle_area, rle_xywh
+    from edge_sameo.masks import rle_area, rle_xywh
 
     amodal: list[dict[str, Any]] = []
     visible: list[dict[str, Any]] = []

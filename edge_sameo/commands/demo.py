@@ -4,7 +4,7 @@ Generates a synthetic occlusion video, runs the bundled models (YOLO detector + 
 nano with its modal and amodal decoders) on the fastest CPU backend, and writes
 ``demo.mp4`` and ``demo.jsonl`` with a summary: FPS, per-stage latency, and amodal mIoU /
 mIoU_occ against the synthetic ground truth. The bundled models know the synthetic world
-only, not real photos (see models/*/MODEL_CARD.md).
+only, not real photos (see edge_sameo/models/*/MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def register(sub: Any) -> None:
     from edge_sameo.commands.run import (
         add_detect_every_arg,
         add_model_args,
+        add_serve_args,
         positive_int,
         probability,
     )
@@ -36,14 +37,15 @@ def register(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     add_detect_every_arg(p)
     add_model_args(p)
+    add_serve_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from edge_sameo.commands.run import (
-        TEMPORAL_DEFAULTS,
         make_detector,
         make_predictor,
+        open_live_view,
         print_summary,
         report,
         stream_config,
@@ -66,8 +68,14 @@ def run(args: argparse.Namespace) -> int:
     # --conf is the demo's own option; the rest of the detector's are fixed.
     args.classes, args.max_objects, args.tracker, args.imgsz = (None, 20, "bytetrack", None)
     args.max_fps = None
-    detector = make_detector(args.detector, args)
-    predictor = make_predictor(args)
+    view = open_live_view(args)
+    try:
+        detector = make_detector(args.detector, args)
+        predictor = make_predictor(args)
+    except BaseException:
+        if view is not None:
+            view.close()
+        raise
     source = SyntheticVideoSource(args.frames, args.seed, (640, 480), 30.0)
     synth = SynthConfig(size=(640, 480))
     categories = synth.categories
@@ -81,12 +89,13 @@ def run(args: argparse.Namespace) -> int:
         names,
         progress=not args.quiet,
     )
+    if view is not None:  # closed with the other outputs
+        view.source = source
+        outputs.sinks.append(view)
     backend = predictor.backend.describe()
     print(f"demo: {source.describe()}; segmenter: {backend}")
     try:
-        summary = run_app(
-            source, detector, predictor, stream_config(args, TEMPORAL_DEFAULTS), outputs, gt
-        )
+        summary = run_app(source, detector, predictor, stream_config(args), outputs, gt)
     except Interrupted as exc:
         # As ``run`` does: the frames done are on disk; no accuracy for a cut video.
         if exc.summary is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_sameo.errors import InputError
+from edge_sameo.precision import PRECISIONS
 
 #: Frames of the synthetic source when ``--frames`` is not given.
 SYNTH_FRAMES = 150
@@ -61,17 +62,18 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
     )
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"])
+    p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument(
         "--smoothing",
         type=float,
-        default=None,
-        help="temporal smoothing weight of the previous mask, 0 = off",
+        default=0.0,
+        help="temporal smoothing weight of the previous mask, 0 = off (default; smoothing "
+        "measured no better, docs/BENCHMARKS.md)",
     )
     p.add_argument(
         "--persistence",
         type=int,
-        default=None,
+        default=30,
         help="frames a fully hidden object is carried on (its best-seen amodal mask moved "
         "at its velocity) before its track is dropped; 0 = off (default 30)",
     )
@@ -88,6 +90,7 @@ def register(sub: Any) -> None:
         "into place at the end; a run that fails leaves earlier files as they were (its frames "
         "stay in the .part files, named in a warning). Ctrl-C and SIGTERM stop cleanly: "
         "outputs finalised, summary printed and written. Exit codes: 0 done; 2 bad input; "
+        "1 a failure at run time; "
         "3 a live stream gone for longer than --reconnect-timeout (outputs kept); 130 Ctrl-C; "
         "143 SIGTERM.",
     )
@@ -112,7 +115,21 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="annotated video (.mp4)")
     p.add_argument("--jsonl", type=Path, help="one JSON line per frame")
     p.add_argument("--coco", type=Path, help="COCO results JSON for edge-sameo eval")
+    p.add_argument(
+        "--mcap",
+        type=Path,
+        help="MCAP recording (.mcap) of the camera frames, annotated frames and objects, "
+        "for Foxglove or ROS 2 (docs/INTEGRATIONS.md)",
+    )
+    p.add_argument(
+        "--mcap-format",
+        choices=["foxglove", "ros2"],
+        default="foxglove",
+        help="foxglove: JSON with Foxglove's schemas (default); ros2: CDR with ROS 2 messages, "
+        "for ros2 bag and rosbags",
+    )
     p.add_argument("--show", action="store_true", help="show a window")
+    add_serve_args(p)
     p.add_argument("--max-fps", type=float, help="pace file sources to at most this rate")
     p.add_argument(
         "--queue",
@@ -140,6 +157,46 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--serve",
+        type=int,
+        metavar="PORT",
+        help="serve a live view on this port while the run goes: the annotated stream "
+        "(/stream.mjpg) and a table of the objects on a web page (/), the latest frame's JSON "
+        "(/objects), /health and /metrics; 0 picks a free port (the URL is printed)",
+    )
+    p.add_argument(
+        "--serve-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the live view listens on (default 127.0.0.1: this machine only; "
+        "0.0.0.0: every network, without authentication)",
+    )
+
+
+def open_live_view(args: argparse.Namespace) -> Any:
+    """The ``--serve`` live view (listening from now on, so a port in use fails before the
+    models load), or None."""
+    if args.serve is None:
+        return None
+    from edge_sameo.stream.serve import LiveView
+
+    view = LiveView(args.serve_host, args.serve)
+    # flushed: a service manager's journal or a pipe shows the URL at once
+    print(f"serving the live view on {view.url}", flush=True)
+    return view
+
+
+def make_recording(args: argparse.Namespace) -> Any:
+    """The ``--mcap`` recording sink (its file is opened at the first frame), or None."""
+    if args.mcap is None:
+        return None
+    from edge_sameo.stream.recording import McapSink
+
+    return McapSink(args.mcap, args.mcap_format)
+
+
 def add_detect_every_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detect-every",
@@ -163,12 +220,12 @@ def make_detector(spec: str | None, args: argparse.Namespace) -> Any:
 
 
 def _detector(spec: str | None, args: argparse.Namespace) -> Any:
+    from edge_sameo import bundled
     from edge_sameo.stream import GroundTruthDetector, ReplayDetector, YOLODetector
-    from edge_sameo.stream.app import BUNDLED_DETECTOR
 
     if spec == "gt":
         return GroundTruthDetector()
-    path = Path(spec) if spec else BUNDLED_DETECTOR
+    path = Path(spec) if spec else bundled.DETECTOR
     if spec is None and not path.exists():
         raise InputError(f"bundled detector missing ({path}); pass --detector")
     if path.suffix in (".jsonl", ".json"):
@@ -178,36 +235,31 @@ def _detector(spec: str | None, args: argparse.Namespace) -> Any:
 
 
 def make_predictor(args: argparse.Namespace) -> Any:
-    from edge_sameo import AmodalPredictor
-    from edge_sameo.stream.app import BUNDLED_SAM
+    from edge_sameo import AmodalPredictor, bundled
+    from edge_sameo.backends.registry import create_backend
+    from edge_sameo.commands.build import on_demand
 
-    sam = Path(args.sam) if args.sam else BUNDLED_SAM
+    sam = Path(args.sam) if args.sam else bundled.NANO
     if not sam.exists():
         raise InputError(f"SAM checkpoint/export not found: {sam}")
     if getattr(args, "base", None):
         from edge_sameo.checkpoint import load_model
 
         model = load_model(sam, base=args.base)
-        return AmodalPredictor(model, backend=args.backend, precision=args.precision)
-    return AmodalPredictor(sam, backend=args.backend, precision=args.precision)
+        return AmodalPredictor(create_backend(model, args.backend, args.precision, **on_demand()))
+    return AmodalPredictor(create_backend(sam, args.backend, args.precision, **on_demand()))
 
 
-def stream_config(args: argparse.Namespace, defaults: tuple[float, int]) -> Any:
+def stream_config(args: argparse.Namespace) -> Any:
     from edge_sameo.stream import StreamConfig, TemporalConfig
 
-    smoothing = defaults[0] if args.smoothing is None else args.smoothing
-    persistence = defaults[1] if args.persistence is None else args.persistence
     return StreamConfig(
         pipelined=not args.sequential,
         max_fps=getattr(args, "max_fps", None),
         max_objects=getattr(args, "max_objects", 20),
-        temporal=TemporalConfig(smoothing, persistence),
+        temporal=TemporalConfig(args.smoothing, args.persistence),
         queue_policy=getattr(args, "queue", "auto"),
     )
-
-
-#: Temporal defaults (smoothing, persistence), chosen by measurement (docs/BENCHMARKS.md).
-TEMPORAL_DEFAULTS = (0.0, 30)
 
 
 def print_summary(summary: dict[str, Any], backend: str) -> None:
@@ -247,8 +299,14 @@ def check_paths(args: argparse.Namespace) -> None:
     inputs["--base"] = args.base
     check_outputs(
         {k: v for k, v in inputs.items() if v is not None and Path(v).exists()},
-        {"--out": args.out, "--jsonl": args.jsonl, "--coco": args.coco, "--summary": args.summary},
-        {"--out": VIDEO_EXTENSIONS},
+        {
+            "--out": args.out,
+            "--jsonl": args.jsonl,
+            "--coco": args.coco,
+            "--mcap": args.mcap,
+            "--summary": args.summary,
+        },
+        {"--out": VIDEO_EXTENSIONS, "--mcap": (".mcap",)},
     )
 
 
@@ -260,19 +318,34 @@ def run(args: argparse.Namespace) -> int:
     from edge_sameo.stream.limit import FrameLimit
     from edge_sameo.stream.sources import SyntheticVideoSource
 
-    if args.out is None and args.jsonl is None and args.coco is None and not args.show:
-        raise InputError("nothing to write: give --out, --jsonl, --coco and/or --show")
+    given = (args.out, args.jsonl, args.coco, args.mcap, args.serve)
+    if all(o is None for o in given) and not args.show:
+        raise InputError(
+            "nothing to write: give --out, --jsonl, --coco, --mcap, --show and/or --serve"
+        )
     check_paths(args)
-    cfg = stream_config(args, TEMPORAL_DEFAULTS)
+    recording = make_recording(args)  # a missing mcap package is refused before the models load
+    cfg = stream_config(args)
     policy = ReconnectPolicy(give_up_s=args.reconnect_timeout)
-    detector = make_detector(args.detector, args)
-    predictor = make_predictor(args)
-    source = open_source(args.source, synth_frames=args.frames or SYNTH_FRAMES, policy=policy)
+    view = open_live_view(args)
+    try:
+        detector = make_detector(args.detector, args)
+        predictor = make_predictor(args)
+        source = open_source(args.source, synth_frames=args.frames or SYNTH_FRAMES, policy=policy)
+    except BaseException:
+        if view is not None:
+            view.close()
+        raise
     if args.frames is not None and not isinstance(source, SyntheticVideoSource):
         source = FrameLimit(source, args.frames)
     backend = predictor.backend.describe()
     print(f"source: {source.describe()}; segmenter: {backend}")
     outputs = Outputs(args.out, args.jsonl, args.coco, args.show, progress=not args.quiet)
+    if recording is not None:
+        outputs.sinks.append(recording)
+    if view is not None:
+        view.source = source
+        outputs.sinks.append(view)
     try:
         summary = run_app(source, detector, predictor, cfg, outputs)
     except Interrupted as exc:
@@ -280,8 +353,11 @@ def run(args: argparse.Namespace) -> int:
             report(exc.summary, backend, args.summary)
         print("interrupted: every finished frame is on disk")
         raise
+    finally:
+        if view is not None:  # the outputs close it; not a run refused before its start
+            view.close()
     report(summary, backend, args.summary)
-    written = [str(p) for p in (args.out, args.jsonl, args.coco) if p]
+    written = [str(p) for p in (args.out, args.jsonl, args.coco, args.mcap) if p]
     if written:
         print("wrote " + ", ".join(written))
     if summary["truncated"]:

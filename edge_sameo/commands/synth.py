@@ -201,7 +201,7 @@ def run_yolo(args: argparse.Namespace) -> int:
 def model_amodal_fn(
     checkpoint: Path,
 ) -> Callable[[NDArray[np.uint8], NDArray[np.float32]], NDArray[np.bool_]]:
-    """``amodal_fn`` for stage 1 backed by a checkpoint (issue #2's loader and predictor)."""
+    """``amodal_fn`` for stage 1 backed by a checkpoint (``load_model`` and the predictor)."""
     # Imported here: the predictor pulls in torch and the model only when asked for.
     api = importlib.import_module("edge_sameo")
     predictor = api.AmodalPredictor(api.load_model(checkpoint))

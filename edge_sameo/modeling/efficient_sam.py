@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from edge_sameo.modeling.config import ModelConfig
-from edge_sameo.modeling.image_encoder import ImageEncoderViT
+from edge_sameo.modeling.image_encoder import Block, ImageEncoderViT
 from edge_sameo.modeling.mask_decoder import MaskDecoder
 from edge_sameo.modeling.prompt_encoder import (
     LABEL_BOX_BOTTOM_RIGHT,
@@ -104,6 +104,14 @@ class EfficientSam(nn.Module):
         if head is None:
             raise ValueError(f"this model has no {decoder!r} decoder")
         return head(image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, multimask_output)
+
+    def set_fused_attention(self, fused: bool) -> None:
+        """Switch the encoder's attention between ``scaled_dot_product_attention`` (fused
+        kernels, fast in eager torch) and the original explicit softmax(QK^T)V, which the
+        export uses (TensorRT fuses that pattern itself). The same function either way."""
+        for blk in self.image_encoder.blocks:
+            assert isinstance(blk, Block)
+            blk.attn.fused = fused
 
 
 def set_token_layout(model: EfficientSam, on: bool) -> None:

@@ -24,9 +24,9 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from edge_sameo.annotators import STREAM_RENDERER
 from edge_sameo.errors import InputError, Interrupted
 from edge_sameo.predictor import AmodalPredictor
-from edge_sameo.stream.annotate import annotate
 from edge_sameo.stream.detectors import Detector
 from edge_sameo.stream.memory import TRIM_EVERY, release_free_memory
 from edge_sameo.stream.pipeline import FrameResult, StreamConfig, stream
@@ -34,12 +34,6 @@ from edge_sameo.stream.sinks import CocoResultsSink, JsonlSink, VideoSink
 from edge_sameo.stream.sources import FrameSource
 
 log = logging.getLogger(__name__)
-
-#: The bundled models, relative to a clone of the repository.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLED_SAM = REPO_ROOT / "models" / "nano" / "nano.pt"
-#: The OpenVINO export of the same weights (fp16 weights): the faster one on CPUs.
-BUNDLED_DETECTOR = REPO_ROOT / "models" / "detector" / "yolov8n_synth_openvino_model"
 
 
 class ResultSink(Protocol):
@@ -121,7 +115,7 @@ class Writer:
         record = result.to_json()
         frame: NDArray[np.uint8] | None = None
         if self.video is not None or self.show or any(s.wants_image for s in self.sinks):
-            frame = annotate(result.frame.image, result.objects, result.fps)
+            frame = STREAM_RENDERER.render(result.frame.image, result.objects, result.fps)
             if self.video is not None:
                 self.video.write(frame)
             if self.show:

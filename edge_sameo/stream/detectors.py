@@ -158,6 +158,8 @@ class ReplayDetector:
                 self._from_jsonl(text)
             else:
                 self._from_coco(json.loads(text), box)
+        except InputError:
+            raise
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{self.path}: not a readable box file ({exc})") from None
 
@@ -178,27 +180,41 @@ class ReplayDetector:
                 )
 
     def _from_coco(self, doc: Any, box: str) -> None:
-        anns = doc["annotations"] if isinstance(doc, dict) else doc
-        frame_of: dict[int, int] = {}
         if isinstance(doc, dict):
-            for im in doc.get("images", []):
-                frame_of[int(im["id"])] = int(im.get("frame_index", int(im["id"]) - 1))
-            for c in doc.get("categories", []):
-                self.names[int(c["id"])] = str(c["name"])
-        for a in anns:
-            key = "visible_bbox" if box == "visible" and "visible_bbox" in a else "bbox"
-            x, y, w, h = (float(v) for v in a[key])
-            if w <= 0 or h <= 0:
-                continue  # fully hidden: no detector sees it
-            frame = frame_of.get(int(a["image_id"]), int(a["image_id"]) - 1)
-            self.by_frame.setdefault(frame, []).append(
-                (
-                    [x, y, x + w, y + h],
-                    float(a.get("score", 1.0)),
-                    int(a["category_id"]),
-                    int(a.get("track_id", -1)),
-                )
+            self._from_ground_truth(doc, box)
+            return
+        for a in doc:  # COCO results: a list of detections, frames by image id
+            self._add(
+                int(a["image_id"]) - 1,
+                [float(v) for v in a["bbox"]],
+                float(a.get("score", 1.0)),
+                int(a["category_id"]),
+                int(a.get("track_id", -1)),
             )
+
+    def _from_ground_truth(self, doc: dict[str, Any], box: str) -> None:
+        """A COCO(-amodal) ground truth, read and checked by ``parse_amodal_coco``: the boxes
+        of the visible masks (``box="visible"``, where the file has them), else of the amodal
+        masks."""
+        from edge_sameo.data.coco_amodal import parse_amodal_coco
+        from edge_sameo.masks import rle_xywh
+
+        dataset = parse_amodal_coco(doc, source=str(self.path), require_visible=False)
+        self.names.update({int(c["id"]): str(c["name"]) for c in dataset.categories})
+        for a in dataset.annotations:
+            img = dataset.image(a.image_id)
+            frame = int(img.frame_index) if img.frame_index is not None else img.id - 1
+            mask = a.visible if box == "visible" and a.visible is not None else a.segmentation
+            score = float(a.extra.get("score", 1.0))
+            track = -1 if a.track_id is None else a.track_id
+            self._add(frame, rle_xywh(mask), score, a.category_id, track)
+
+    def _add(self, frame: int, xywh: list[float], score: float, class_id: int, track: int) -> None:
+        """One XYWH pixel box of ``frame``; an empty one (fully hidden) is no detection."""
+        x, y, w, h = xywh
+        if w <= 0 or h <= 0:
+            return
+        self.by_frame.setdefault(frame, []).append(([x, y, x + w, y + h], score, class_id, track))
 
     def __call__(self, frame: Frame) -> Detections:
         rows = self.by_frame.get(frame.index, [])

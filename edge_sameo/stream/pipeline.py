@@ -19,17 +19,20 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_sameo.boxes import validate_boxes
+from edge_sameo.boxes import clip_boxes
 from edge_sameo.errors import InputError
 from edge_sameo.predictor import AmodalPredictor
 from edge_sameo.stream.detectors import Detections, Detector, GroundTruthDetector
 from edge_sameo.stream.objects import ObjectResult, assign_order
 from edge_sameo.stream.sources import Frame, FrameSource
 from edge_sameo.stream.temporal import TemporalConfig, TemporalFilter
+
+if TYPE_CHECKING:
+    import supervision as sv
 
 QUEUE_POLICIES = ("auto", "latency", "throughput")
 
@@ -88,6 +91,14 @@ class FrameResult:
             "latency_ms": round(self.latency_ms, 2),
         }
 
+    def to_supervision(self) -> sv.Detections:
+        """The objects as ``supervision.Detections``: amodal masks as ``mask``, visible
+        masks, occlusion ratios, depth order and class names in ``data`` (see
+        :mod:`edge_sameo.integrations.supervision`)."""
+        from edge_sameo.integrations.supervision import frame_to_detections
+
+        return frame_to_detections(self)
+
 
 @dataclass
 class _Detected:
@@ -116,14 +127,17 @@ class Segmenter:
         frame, det = item.frame, item.detections
         h, w = frame.image.shape[:2]
         timings = dict(item.timings)
-        keep, invalid = self._valid(det, (h, w))
-        det = det.select(keep)
+        # Checked once here (the predictor then checks nothing again): a bad box is
+        # counted and dropped, where the predictor would refuse the whole frame.
+        boxes, valid = clip_boxes(det.boxes, (h, w))
+        invalid = int((~valid).sum())
+        det = Detections(boxes, det.scores, det.class_ids, det.track_ids, det.names).select(valid)
         if len(det) > self.config.max_objects:
             top = np.zeros(len(det), bool)
             top[np.argsort(-det.scores)[: self.config.max_objects]] = True
             det = det.select(top)
         self.predictor.set_image(frame.image)
-        pred = self.predictor.predict(det.boxes)
+        pred = self.predictor.predict_valid(det.boxes)
         for k in ("preprocess", "encoder", "decoder", "postprocess"):
             timings[k] = pred.speed.get(k, 0.0)
         t0 = time.perf_counter()
@@ -145,18 +159,6 @@ class Segmenter:
         timings["objects"] = (time.perf_counter() - t0) * 1e3
         latency = (time.perf_counter() - frame.captured_at) * 1e3 if frame.captured_at else 0.0
         return FrameResult(frame, objects, timings, latency, invalid)
-
-    @staticmethod
-    def _valid(det: Detections, hw: tuple[int, int]) -> tuple[np.ndarray, int]:
-        """Boxes the predictor accepts (finite, non-empty after clipping to the frame)."""
-        keep = np.zeros(len(det), bool)
-        for i, box in enumerate(det.boxes):
-            try:
-                validate_boxes(box[None], hw)
-                keep[i] = True
-            except InputError:
-                pass
-        return keep, int((~keep).sum())
 
 
 def _detect(detector: Detector) -> Callable[[Frame], _Detected]:

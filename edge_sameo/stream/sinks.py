@@ -38,7 +38,11 @@ def _finish(tmp: Path | None, path: Path, frames: int, commit: bool) -> Path | N
 
 
 class VideoSink:
-    """Annotated frames to an MP4 (OpenCV, mp4v), opened at the first frame's size."""
+    """Annotated frames to an MP4 (OpenCV, mp4v), opened at the first frame's size.
+
+    path: the video to write (.mp4, .avi, .mkv or .mov; else ``InputError``).
+    fps: frame rate written into the container (30 when not positive).
+    """
 
     def __init__(self, path: str | Path, fps: float) -> None:
         self.path = Path(path)
@@ -51,6 +55,7 @@ class VideoSink:
         self.frames = 0
 
     def write(self, rgb: NDArray[np.uint8]) -> None:
+        """Append one frame: (H, W, 3) uint8 RGB, the size of the first frame written."""
         if self._writer is None:
             h, w = rgb.shape[:2]
             fourcc = cv2.VideoWriter.fourcc(*"mp4v")
@@ -73,7 +78,7 @@ class VideoSink:
 
 
 class JsonlSink:
-    """One JSON line per frame, flushed as soon as it is written."""
+    """One JSON line per frame, flushed as soon as it is written (``path``: the .jsonl file)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -82,6 +87,7 @@ class JsonlSink:
         self.frames = 0
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` (JSON-serialisable, e.g. ``FrameResult.to_json()``) as one line."""
         assert self._f is not None
         self._f.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._f.flush()
@@ -108,6 +114,9 @@ class CocoResultsSink:
         self.frames = 0
 
     def add(self, frame: int, objects: list[dict[str, Any]]) -> None:
+        """Collect the objects of 0-based frame ``frame``: the JSON records of
+        ``ObjectResult.to_json()`` (``class_id``, ``class_name``, ``score``, ``track_id``,
+        ``amodal_rle`` / ``visible_rle`` as COCO RLE), kept until :meth:`close`."""
         self.frames += 1
         for o in objects:
             cat = o["class_id"]

@@ -47,6 +47,12 @@ class Frame:
 
 
 class FrameSource(ABC):
+    """Where frames come from. :meth:`frames` yields :class:`Frame` objects ((H, W, 3) uint8
+    RGB) in order; the counters say what happened on the way: ``dropped`` (live frames
+    replaced by a newer one before they were read), ``reconnects``, ``skipped`` (unreadable
+    images), ``truncated`` (a video that ended early) and ``gave_up``. ``live`` sources keep
+    only the newest frame; ``fps`` is the source's rate when known."""
+
     live: bool = False
     #: Frames carry the synthetic world's ground truth (``Frame.ground_truth``).
     has_ground_truth: bool = False
@@ -76,6 +82,7 @@ class FrameSource(ABC):
         (idempotent)."""
 
     def describe(self) -> str:
+        """A short human-readable name of the source, for the run's log line."""
         return type(self).__name__
 
 
@@ -108,9 +115,11 @@ class VideoFileSource(FrameSource):
         self.expected_frames = count if count > 0 else None
 
     def describe(self) -> str:
+        """``video PATH``."""
         return f"video {self.path}"
 
     def frames(self) -> Generator[Frame, None, None]:
+        """Every frame in order, timestamped ``index / fps``; releases the file at the end."""
         index, img = 0, self._first
         fps = self.fps or 30.0
         try:
@@ -131,6 +140,7 @@ class VideoFileSource(FrameSource):
         return img if ok else None
 
     def close(self) -> None:
+        """Release the OpenCV reader (never during a read: both hold the same lock)."""
         with self._lock:
             self._cap.release()
 
@@ -149,6 +159,7 @@ class ImageFolderSource(FrameSource):
         self._first = self._first_readable()
 
     def describe(self) -> str:
+        """``folder PATH (N images)``."""
         return f"folder {self.path} ({len(self.files)} images)"
 
     def _first_readable(self) -> tuple[int, NDArray[np.uint8]]:
@@ -177,6 +188,8 @@ class ImageFolderSource(FrameSource):
         return img
 
     def frames(self) -> Generator[Frame, None, None]:
+        """The readable images in name order, timestamped ``index / fps``; an unreadable one
+        is skipped, counted in ``skipped`` and does not take an index."""
         start, first = self._first
         rest = (self._read(p) for p in self.files[start + 1 :])
         index = 0
@@ -217,10 +230,13 @@ class SyntheticVideoSource(FrameSource):
         )
 
     def describe(self) -> str:
+        """``synthetic video (seed S, N frames, WxH)``."""
         w, h = self.config.size
         return f"synthetic video (seed {self.seed}, {self.num_frames} frames, {w}x{h})"
 
     def frames(self) -> Generator[Frame, None, None]:
+        """The video's frames, each with its scene (masks, boxes, occlusion) as
+        ``Frame.ground_truth``; the same seed gives the same frames."""
         from edge_sameo.data.synth import video_frame
 
         last = max(self.num_frames - 1, 1)
@@ -276,6 +292,7 @@ class LiveSource(FrameSource):
             )
 
     def describe(self) -> str:
+        """``camera N`` or ``stream URL``."""
         kind = "camera" if isinstance(self.spec, int) else "stream"
         return f"{kind} {self.spec}"
 
@@ -339,6 +356,9 @@ class LiveSource(FrameSource):
             self._cond.notify_all()
 
     def frames(self) -> Generator[Frame, None, None]:
+        """The newest frame each time the consumer asks (older ones are counted in
+        ``dropped``), timestamped in seconds since the first request; ends when the reader
+        gives up or :meth:`stop` is called, then closes the source."""
         index, start = 0, time.monotonic()
         try:
             while True:
@@ -355,6 +375,8 @@ class LiveSource(FrameSource):
             self.close()
 
     def close(self) -> None:
+        """Stop and join the reader thread (which releases the capture); a frame read but
+        never delivered counts as dropped. Idempotent."""
         self._stop.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join()
