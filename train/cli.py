@@ -122,6 +122,17 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     nano.add_argument("--no-progress", action="store_true")
     nano.set_defaults(train_func=run_nano)
 
+    from edge_sameo.train import detector as detector_trainer
+
+    det = sub.add_parser(
+        "detector",
+        help="train the bundled YOLOv8n detector on the synthetic world",
+        description=detector_trainer.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    detector_trainer.add_arguments(det)
+    det.set_defaults(train_func=detector_trainer.run)
+
     test = sub.add_parser(
         "test",
         help="score the bundled (or any) nano model and detector on fresh synthetic scenes",

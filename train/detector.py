@@ -14,6 +14,7 @@ the facts for the model card.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_sameo.errors import InputError
 from edge_sameo.train.score import detector_test_yaml, score_detector
 
 
@@ -243,10 +245,9 @@ def per_class_report(metrics: Any) -> dict[str, dict[str, Any]]:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    from edge_sameo.cli import Parser, run_command
-
-    p = Parser(prog="python -m edge_sameo.train.detector", description=__doc__)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The detector trainer's flags (``edge-sameo train detector`` and
+    ``python -m edge_sameo.train.detector``)."""
     p.add_argument("--out", type=Path, default=Path("runs/detector"))
     p.add_argument("--train-count", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=25)
@@ -277,9 +278,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="average the trained weights with these (e.g. the --init weights) before scoring",
     )
-    args = p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> DetectorTrainConfig:
+    """The :class:`DetectorTrainConfig` of parsed flags; a bad value raises ``InputError``."""
     try:
-        cfg = DetectorTrainConfig(
+        return DetectorTrainConfig(
             out=args.out,
             train_count=args.train_count,
             epochs=args.epochs,
@@ -295,13 +299,30 @@ def main(argv: list[str] | None = None) -> int:
             average_with=args.average_with,
         )
     except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train with the parsed flags and print the held-out figures."""
+    return _train_and_report(config_from_args(args))
+
+
+def _train_and_report(cfg: DetectorTrainConfig) -> int:
+    print(json.dumps(train_detector(cfg)["held_out"], indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edge_sameo.cli import Parser, run_command
+
+    p = Parser(prog="python -m edge_sameo.train.detector", description=__doc__)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except InputError as exc:
         p.error(str(exc))
-
-    def train_and_report() -> int:
-        print(json.dumps(train_detector(cfg)["held_out"], indent=1))
-        return 0
-
-    return run_command(train_and_report, "train.detector")
+    return run_command(lambda: _train_and_report(cfg), "train.detector")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge_sameo.commands.run import (
+        DetectorOptions,
         make_detector,
         make_predictor,
         open_live_view,
@@ -65,12 +66,11 @@ def run(args: argparse.Namespace) -> int:
         {k: v for k, v in inputs.items() if v is not None and Path(v).exists()},
         {f"output {name} in --out-dir": path for name, path in files.items()},
     )
-    # --conf is the demo's own option; the rest of the detector's are fixed.
-    args.classes, args.max_objects, args.tracker, args.imgsz = (None, 20, "bytetrack", None)
-    args.max_fps = None
     view = open_live_view(args)
     try:
-        detector = make_detector(args.detector, args)
+        detector = make_detector(
+            args.detector, DetectorOptions(conf=args.conf, detect_every=args.detect_every)
+        )
         predictor = make_predictor(args)
     except BaseException:
         if view is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -208,18 +209,37 @@ def add_detect_every_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def make_detector(spec: str | None, args: argparse.Namespace) -> Any:
-    """The detector ``spec`` names, on every ``--detect-every``-th frame."""
-    detector = _detector(spec, args)
-    every = getattr(args, "detect_every", 1)
-    if every > 1:
+@dataclass(frozen=True)
+class DetectorOptions:
+    """How ``run`` and ``demo`` make their detector: the flags of the same names."""
+
+    conf: float = 0.25
+    classes: tuple[int, ...] | None = None
+    max_objects: int = 20
+    tracker: str = "bytetrack"
+    imgsz: int | None = None
+    detect_every: int = 1
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DetectorOptions:
+        classes = tuple(args.classes) if args.classes is not None else None
+        return cls(
+            args.conf, classes, args.max_objects, args.tracker, args.imgsz, args.detect_every
+        )
+
+
+def make_detector(spec: str | None, opts: DetectorOptions) -> Any:
+    """The detector ``spec`` names (None: the bundled one), on every
+    ``opts.detect_every``-th frame."""
+    detector = _detector(spec, opts)
+    if opts.detect_every > 1:
         from edge_sameo.stream import KeyframeDetector
 
-        return KeyframeDetector(detector, every)
+        return KeyframeDetector(detector, opts.detect_every)
     return detector
 
 
-def _detector(spec: str | None, args: argparse.Namespace) -> Any:
+def _detector(spec: str | None, opts: DetectorOptions) -> Any:
     from edge_sameo import bundled
     from edge_sameo.stream import GroundTruthDetector, ReplayDetector, YOLODetector
 
@@ -230,8 +250,9 @@ def _detector(spec: str | None, args: argparse.Namespace) -> Any:
         raise InputError(f"bundled detector missing ({path}); pass --detector")
     if path.suffix in (".jsonl", ".json"):
         return ReplayDetector(path)
-    tracker = None if args.tracker == "none" else f"{args.tracker}.yaml"
-    return YOLODetector(path, args.conf, args.classes, args.max_objects, tracker, args.imgsz)
+    tracker = None if opts.tracker == "none" else f"{opts.tracker}.yaml"
+    classes = list(opts.classes) if opts.classes is not None else None
+    return YOLODetector(path, opts.conf, classes, opts.max_objects, tracker, opts.imgsz)
 
 
 def make_predictor(args: argparse.Namespace) -> Any:
@@ -329,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
     policy = ReconnectPolicy(give_up_s=args.reconnect_timeout)
     view = open_live_view(args)
     try:
-        detector = make_detector(args.detector, args)
+        detector = make_detector(args.detector, DetectorOptions.from_args(args))
         predictor = make_predictor(args)
         source = open_source(args.source, synth_frames=args.frames or SYNTH_FRAMES, policy=policy)
     except BaseException:

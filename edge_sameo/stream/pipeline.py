@@ -333,18 +333,32 @@ def _pipelined(
             if not send(q_o, out):
                 return
 
-    threads = [
-        threading.Thread(target=capture, name="capture", daemon=True),
-        threading.Thread(
-            target=stage,
-            args=(detect, q_frames, q_detected, send_fresh),
-            name="detect",
-            daemon=True,
-        ),
-        threading.Thread(
-            target=stage, args=(segment, q_detected, q_out, put), name="segment", daemon=True
-        ),
-    ]
+    threads = [threading.Thread(target=capture, name="capture", daemon=True)]
+    if latest_only:
+        # One worker takes the newest frame through detection and segmentation: on a
+        # machine with few cores, detecting the next frame while this one is segmented
+        # slows both (each runtime uses every core), and the frame waits longer
+        # (docs/BENCHMARKS.md, the queue policy).
+        threads.append(
+            threading.Thread(
+                target=stage,
+                args=(lambda frame: segment(detect(frame)), q_frames, q_out, put),
+                name="detect-segment",
+                daemon=True,
+            )
+        )
+    else:
+        threads += [
+            threading.Thread(
+                target=stage,
+                args=(detect, q_frames, q_detected, send_fresh),
+                name="detect",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=stage, args=(segment, q_detected, q_out, put), name="segment", daemon=True
+            ),
+        ]
     for t in threads:
         t.start()
     fps = _Fps()
