@@ -41,8 +41,8 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from edge_sameo.data.coco_amodal import annotation_record, write_amodal_coco
-from edge_sameo.data.generate import write_png
+from edge_sameo.data.coco_amodal import write_amodal_coco
+from edge_sameo.data.generate import scene_annotations, write_png
 
 CLASSES: tuple[str, ...] = (
     "squircle", "crescent", "heart", "cross", "arrow", "fourier", "capsule", "teardrop",
@@ -654,27 +654,6 @@ def categories() -> list[dict[str, object]]:
     return [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)]
 
 
-def _annotations(scene: WorldScene, image_id: int, first_ann_id: int) -> list[dict[str, Any]]:
-    out = []
-    for n, inst in enumerate(scene.instances):
-        extra = {}
-        if inst.target_occlusion is not None:
-            extra["target_occlusion"] = round(inst.target_occlusion, 6)
-        out.append(
-            annotation_record(
-                first_ann_id + n,
-                image_id,
-                inst.category_id,
-                inst.amodal,
-                inst.visible,
-                track_id=inst.track_id,
-                depth=inst.depth,
-                **extra,
-            )
-        )
-    return out
-
-
 def generate_second_world(
     out_dir: str | Path,
     count: int,
@@ -715,7 +694,10 @@ def generate_second_world(
                     **extra,
                 }
             )
-            annotations += _annotations(sc, image_id, len(annotations) + 1)
+            # The same COCO-amodal records as the first world's (the format, not the world):
+            # its instances carry the fields the writer reads, under the same names.
+            first = len(annotations) + 1
+            annotations += scene_annotations(sc, image_id, first)  # type: ignore[arg-type]
         if progress is not None:
             progress(1)
     info = {
