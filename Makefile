@@ -14,7 +14,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml constraints.txt
-	$(PIP) install -q -c constraints.txt -e ".[dev,openvino,supervision,mcap]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,openvino,supervision,mcap,int8]"
 	$(PIP) install -q --no-deps tensorrt-stubs
 	touch $(STAMP)
 

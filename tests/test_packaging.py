@@ -41,6 +41,7 @@ def test_wheel_layout(wheel: Path) -> None:
         "edge_sameo/models/detector/yolov8n_synth.pt",
         "edge_sameo/models/detector/yolov8n_synth_openvino_model/yolov8n_synth.xml",
         "edge_sameo/models/detector/yolov8n_synth_openvino_model/yolov8n_synth.bin",
+        "edge_sameo/models/detector/yolov8n_synth_int8_openvino_model/yolov8n_synth.xml",
         "edge_sameo/engines/trt_onnx_ops/trt10.1.tsv",
     ):
         assert model in names

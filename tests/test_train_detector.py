@@ -182,3 +182,34 @@ def test_epochs_trained_counts_result_rows(tmp_path: Path) -> None:
     assert epochs_trained(tmp_path) is None
     (tmp_path / "results.csv").write_text("epoch,time\n1,7.0\n2,14.1\n3,21.0\n\n")
     assert epochs_trained(tmp_path) == 3
+
+
+@pytest.mark.slow
+def test_int8_quantisation_writes_an_int8_export_that_detects(tmp_path: Path) -> None:
+    """NNCF through ultralytics' exporter: the export holds quantised layers and finds the
+    objects of a synthetic scene like the float detector does."""
+    import numpy as np
+    from ultralytics import YOLO
+
+    from edge_sameo import bundled
+    from edge_sameo.data.synth import generate_scene
+    from edge_sameo.train.detector import quantize_detector
+
+    path = quantize_detector(bundled.DETECTOR_WEIGHTS, tmp_path, imgsz=320, count=8, seed=77)
+    assert path.is_dir() and "FakeQuantize" in next(path.glob("*.xml")).read_text()
+    scene = generate_scene(np.random.default_rng(3), SynthConfig())
+    found = {}
+    for name, model in (("int8", path), ("float", bundled.DETECTOR_WEIGHTS)):
+        boxes = YOLO(str(model), task="detect")(scene.image, imgsz=320, verbose=False)[0].boxes
+        found[name] = len(boxes)
+    assert found["float"] > 0 and abs(found["int8"] - found["float"]) <= 1
+
+
+def test_bundled_int8_detector_runs_the_demo(tmp_path: Path) -> None:
+    from edge_sameo import bundled
+    from edge_sameo.cli import main as cli
+
+    assert "FakeQuantize" in next(bundled.DETECTOR_INT8.glob("*.xml")).read_text()
+    argv = ["demo", "--detector", "int8", "--frames", "3", "--out-dir", str(tmp_path), "--quiet"]
+    assert cli(argv) == 0
+    assert len((tmp_path / "demo.jsonl").read_text().splitlines()) == 3

@@ -198,9 +198,11 @@ class ScoreConfig:
             raise InputError(f"data set not found: {self.data}")
         if self.nano is None and self.detector is None:
             raise InputError("nothing to score: no nano model and no detector")
-        for path in (self.nano, self.detector):
-            if path is not None and not Path(path).is_file():
-                raise InputError(f"model not found: {path}")
+        if self.nano is not None and not Path(self.nano).is_file():
+            raise InputError(f"model not found: {self.nano}")
+        # the detector: weights, or an export folder (OpenVINO) that ultralytics loads
+        if self.detector is not None and not Path(self.detector).exists():
+            raise InputError(f"model not found: {self.detector}")
 
 
 def _card_metrics(model: Path) -> dict[str, Any]:

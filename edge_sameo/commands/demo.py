@@ -30,7 +30,11 @@ def register(sub: Any) -> None:
 
     p.add_argument("--frames", type=positive_int, default=150, help="frames of the synthetic video")
     p.add_argument("--seed", type=int, default=2024, help="seed of the synthetic video")
-    p.add_argument("--detector", help="override the bundled detector (or 'gt')")
+    p.add_argument(
+        "--detector",
+        help="override the bundled detector: weights or an export, 'int8' (its INT8 export, "
+        "faster), or 'gt' (the ground-truth boxes)",
+    )
     p.add_argument(
         "--conf", type=probability, default=0.25, help="detector confidence threshold, 0..1"
     )
