@@ -1,5 +1,5 @@
-"""The application around :func:`stream`: a render/write stage in its own thread, the run
-summary (FPS, per-stage latency, drops, reconnects), a progress line, and ground-truth
+"""The application around :func:`stream`: the outputs its last stage
+(:class:`~edge_sameo.stream.pipeline.WriteStage`) renders and writes, the run summary (FPS, per-stage latency, drops, reconnects), a progress line, and ground-truth
 scoring for the synthetic source. Used by ``edge-sameo run`` and ``edge-sameo demo``.
 
 Shutdown is ordered on every path (end, error, Ctrl-C, SIGTERM): the stream's stages and
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import signal
 import sys
 import threading
@@ -29,7 +28,7 @@ from edge_sameo.errors import InputError, Interrupted
 from edge_sameo.predictor import AmodalPredictor
 from edge_sameo.stream.detectors import Detector
 from edge_sameo.stream.memory import TRIM_EVERY, release_free_memory
-from edge_sameo.stream.pipeline import FrameResult, StreamConfig, stream
+from edge_sameo.stream.pipeline import FrameResult, StreamConfig, WriteStage, stream
 from edge_sameo.stream.sinks import CocoResultsSink, JsonlSink, VideoSink
 from edge_sameo.stream.sources import FrameSource
 
@@ -157,44 +156,6 @@ class Writer:
             )
 
 
-class WriteStage:
-    """Hands results to the :class:`Writer`: in its own thread when ``threaded``. A write
-    failure is raised at the next :meth:`put` (or by :meth:`finish`); the thread drains its
-    queue to the end either way, so the producer never blocks on a dead writer."""
-
-    def __init__(self, writer: Writer, threaded: bool) -> None:
-        self.writer = writer
-        self.failure: BaseException | None = None
-        self.queue: queue.Queue[FrameResult | None] = queue.Queue(maxsize=4)
-        self.thread: threading.Thread | None = None
-        if threaded:
-            self.thread = threading.Thread(target=self._drain, name="render-write", daemon=True)
-            self.thread.start()
-
-    def _drain(self) -> None:
-        while (item := self.queue.get()) is not None:
-            if self.failure is None:
-                try:
-                    self.writer(item)
-                except BaseException as exc:
-                    self.failure = exc
-
-    def put(self, result: FrameResult) -> None:
-        if self.thread is None:
-            self.writer(result)
-            return
-        if self.failure is not None:
-            raise self.failure
-        self.queue.put(result)
-
-    def finish(self) -> BaseException | None:
-        """Write what was handed, end the thread; returns a write failure, if any."""
-        if self.thread is not None:
-            self.queue.put(None)
-            self.thread.join()
-        return self.failure
-
-
 @dataclass
 class RunStats:
     frames: int = 0
@@ -260,7 +221,7 @@ def run_app(
     t0 = time.perf_counter()
     try:
         writer = Writer(outputs, source.fps or 30.0, source.expected_frames)
-        stage = WriteStage(writer, threaded=config.pipelined)
+        stage = WriteStage(writer, threaded=config.pipelined, queue_size=config.queue_size)
         for result in results:
             stage.put(result)
             stats.add(result)

@@ -40,6 +40,8 @@ QUEUE_POLICIES = ("auto", "latency", "throughput")
 @dataclass(frozen=True)
 class StreamConfig:
     pipelined: bool = True
+    #: Items each queue between two stages holds (capture -> detect -> segment -> write);
+    #: under the latency policy the frames' queues hold one.
     queue_size: int = 2
     #: Pace file sources to at most this rate (live sources run as fast as frames come).
     max_fps: float | None = None
@@ -377,3 +379,45 @@ def _pipelined(
         for t in threads:  # 2. join: each ends within a frame's work (queues poll `stop`)
             t.join()
         source.close()  # 3. release, now that no thread reads it
+
+
+class WriteStage:
+    """The stream's last stage: hands each result to ``writer`` (render and write: the
+    app's :class:`~edge_sameo.stream.app.Writer`), in its own thread when ``threaded``,
+    behind a queue of ``queue_size`` results. A write failure is raised at the next
+    :meth:`put` (or by :meth:`finish`); the thread drains its queue to the end either way,
+    so the producer never blocks on a dead writer."""
+
+    def __init__(
+        self, writer: Callable[[FrameResult], None], threaded: bool, queue_size: int = 2
+    ) -> None:
+        self.writer = writer
+        self.failure: BaseException | None = None
+        self.queue: queue.Queue[FrameResult | None] = queue.Queue(maxsize=queue_size)
+        self.thread: threading.Thread | None = None
+        if threaded:
+            self.thread = threading.Thread(target=self._drain, name="render-write", daemon=True)
+            self.thread.start()
+
+    def _drain(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.failure is None:
+                try:
+                    self.writer(item)
+                except BaseException as exc:
+                    self.failure = exc
+
+    def put(self, result: FrameResult) -> None:
+        if self.thread is None:
+            self.writer(result)
+            return
+        if self.failure is not None:
+            raise self.failure
+        self.queue.put(result)
+
+    def finish(self) -> BaseException | None:
+        """Write what was handed, end the thread; returns a write failure, if any."""
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
+        return self.failure
