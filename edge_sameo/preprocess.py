@@ -42,13 +42,6 @@ def normalize_resized(x: torch.Tensor, img_size: int) -> torch.Tensor:
     return (x - mean) / std
 
 
-def preprocess(
-    image: NDArray[np.uint8], img_size: int, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (1, 3, S, S) float32 model input."""
-    return normalize_resized(image_to_tensor(image, device), img_size)
-
-
 def boxes_to_model_frame(
     boxes: torch.Tensor, image_hw: tuple[int, int], img_size: int
 ) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from edge_sameo import AmodalPredictor
 from edge_sameo.checkpoint import state_dict_digest
 from edge_sameo.modeling import EfficientSam
-from edge_sameo.preprocess import boxes_to_model_frame, preprocess
+from edge_sameo.preprocess import boxes_to_model_frame, image_to_tensor, normalize_resized
 from edge_sameo.seeded import reference_image, seeded_state_dict
 from tests.conftest import reference_manifest
 
@@ -44,7 +44,7 @@ def test_vitt_reproduces_original_outputs(
     ref = reference_vectors
     image, boxes = ref["image"], ref["boxes"]
     with torch.no_grad():
-        emb = seeded_vitt.encode(preprocess(image, 1024))
+        emb = seeded_vitt.encode(normalize_resized(image_to_tensor(image), 1024))
         logits, iou = seeded_vitt.decode_boxes(
             emb, boxes_to_model_frame(torch.from_numpy(boxes), image.shape[:2], 1024)
         )

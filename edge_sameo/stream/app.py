@@ -1,6 +1,7 @@
 """The application around :func:`stream`: the outputs its last stage
-(:class:`~edge_sameo.stream.pipeline.WriteStage`) renders and writes, the run summary (FPS, per-stage latency, drops, reconnects), a progress line, and ground-truth
-scoring for the synthetic source. Used by ``edge-sameo run`` and ``edge-sameo demo``.
+(:class:`~edge_sameo.stream.pipeline.WriteStage`) renders and writes, the run summary (FPS,
+per-stage latency, drops, reconnects), a progress line, and ground-truth scoring for the
+synthetic source. Used by ``edge-sameo run`` and ``edge-sameo demo``.
 
 Shutdown is ordered on every path (end, error, Ctrl-C, SIGTERM): the stream's stages and
 source stop and are joined, then the render/write thread finishes what it was handed, then
