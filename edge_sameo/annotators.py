@@ -71,6 +71,8 @@ class AmodalAnnotator(BaseAnnotator):
             raise ValueError(f"hatch: need 1 <= width <= spacing, got {self.width}/{self.spacing}")
 
     def annotate(self, scene: Scene, objects: Sequence[ObjectResult]) -> Scene:
+        """Hatch each object's hidden part ((H, W) bool amodal & ~visible) in its colour,
+        back to front, onto the (H, W, 3) uint8 RGB ``scene`` in place; return it."""
         hatch = _hatch(scene.shape[0], scene.shape[1], self.spacing, self.width)
         for obj in _back_to_front(objects):
             crop = _bounds(obj.amodal)
@@ -94,6 +96,8 @@ class MaskAnnotator(BaseAnnotator):
             raise ValueError(f"mask alpha must be in [0, 1], got {self.alpha}")
 
     def annotate(self, scene: Scene, objects: Sequence[ObjectResult]) -> Scene:
+        """Blend each object's visible part in its colour, back to front, onto the
+        (H, W, 3) uint8 RGB ``scene`` in place; return it."""
         for obj in _back_to_front(objects):
             crop = _bounds(obj.amodal)
             if crop is not None:
@@ -125,6 +129,8 @@ class OutlineAnnotator(BaseAnnotator):
             raise ValueError("outline thickness must be >= 1")
 
     def annotate(self, scene: Scene, objects: Sequence[ObjectResult]) -> Scene:
+        """Draw each object's amodal-mask contours onto the (H, W, 3) uint8 RGB ``scene``
+        in place; return it."""
         mode = cv2.RETR_LIST if self.holes else cv2.RETR_EXTERNAL
         line = cv2.LINE_AA if self.antialias else cv2.LINE_8
         for obj in objects:
@@ -152,6 +158,8 @@ class BoxAnnotator(BaseAnnotator):
     thickness: int = 1
 
     def annotate(self, scene: Scene, objects: Sequence[ObjectResult]) -> Scene:
+        """Draw each object's XYXY image-pixel box onto the (H, W, 3) uint8 RGB ``scene``
+        in place; return it."""
         for obj in objects:
             x1, y1, x2, y2 = (round(float(v)) for v in obj.box)
             cv2.rectangle(scene, (x1, y1), (x2, y2), color(obj.track_id), self.thickness)
@@ -178,6 +186,8 @@ class LabelAnnotator(BaseAnnotator):
     halo: bool = True
 
     def annotate(self, scene: Scene, objects: Sequence[ObjectResult]) -> Scene:
+        """Write each object's label above its box onto the (H, W, 3) uint8 RGB ``scene``
+        in place; return it."""
         for obj in objects:
             at = (int(obj.box[0]) + 1, max(int(obj.box[1]) - 5, 12))
             _text(scene, self.text(obj), at, self.font_scale, color(obj.track_id), self.halo)
@@ -194,6 +204,8 @@ class FPSAnnotator(BaseAnnotator):
     def annotate(
         self, scene: Scene, objects: Sequence[ObjectResult], fps: float | None = None
     ) -> Scene:
+        """Write ``fps`` (when given) onto the (H, W, 3) uint8 RGB ``scene`` in place;
+        return it. ``objects`` is unused."""
         if fps is not None:
             _text(scene, f"{fps:.1f} FPS", (8, 22), self.font_scale, (255, 255, 255), True)
         return scene

@@ -49,6 +49,9 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8
 
 @dataclass(frozen=True)
 class BenchConfig:
+    """What ``edge-sameo bench`` times: decoder box counts N, timed ``iters`` and
+    untimed ``warmup`` rounds per runtime, and the seed of the random boxes."""
+
     box_counts: tuple[int, ...] = (1, 4, 16)
     iters: int = 5
     warmup: int = 1
@@ -72,6 +75,7 @@ class StageStats:
 
     @staticmethod
     def of(times_s: Sequence[float]) -> StageStats:
+        """The statistics of per-iteration times in seconds."""
         ms = np.asarray(times_s) * 1e3
         p25, p50, p75, p95 = (float(x) for x in np.percentile(ms, [25, 50, 75, 95]))
         return StageStats(p50, p95, 100.0 * (p75 - p25) / p50 if p50 > 0 else 0.0)
@@ -295,6 +299,7 @@ def candidate_runtimes(
 
 
 def machine_info() -> dict[str, Any]:
+    """``{"cpu": model name, "cores": os.cpu_count(), "python": version}``."""
     import os
 
     cpu = _cpuinfo_field("model name") or platform.processor()
@@ -643,6 +648,8 @@ def _peak_line(peak: Mapping[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
+    """A horizontal bar chart of p50 latencies (encoder, decoder per N, refiner
+    stacked) per runtime of ``report``, log scale, saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -689,6 +696,8 @@ COMPARE_FILES = ("compare.json", "compare.md")
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write ``bench.json``, ``bench.md`` (the table) and ``bench.png`` (:func:`plot`)
+    of ``report`` into ``out_dir``; return their paths."""
     from edge_sameo.io import atomic_write_bytes, atomic_write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -801,6 +810,8 @@ def compare_backends(
 
 
 def model_summary(model: EfficientSam, label: str) -> dict[str, Any]:
+    """How a compared model is named in the report: label, config name and whether it
+    has a modal decoder and a refiner."""
     return {
         "label": label,
         "config": model.config.name,

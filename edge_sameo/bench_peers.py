@@ -22,6 +22,9 @@ PEERS = ("ultralytics-mobilesam",)
 
 
 class UltralyticsMobileSam:
+    """ultralytics' SAM ``Predictor`` with a random-weight MobileSAM, torch fp32 on the
+    CPU. ``image``: (H, W, 3) uint8 RGB; ``boxes``: N -> (N, 4) float32 XYXY in image pixels."""
+
     name = "ultralytics MobileSAM (torch fp32)"
 
     def __init__(self, image: NDArray[np.uint8], boxes: dict[int, NDArray[np.float32]]) -> None:
@@ -50,6 +53,8 @@ class UltralyticsMobileSam:
         self.round(record=False)
 
     def round(self, record: bool = True) -> None:
+        """Time one round: ``set_image`` (the encoder), then one call per box count
+        (``frame/<N>`` = encoder + that call), kept when ``record``."""
         t = time.perf_counter()
         self.predictor.set_image(self.bgr)
         times = {"encoder": time.perf_counter() - t}
@@ -62,6 +67,8 @@ class UltralyticsMobileSam:
                 self.times.setdefault(k, []).append(v)
 
     def report(self) -> dict[str, Any]:
+        """Name, set-up seconds and the :class:`~edge_sameo.bench.StageStats` of every
+        timed stage."""
         from edge_sameo.bench import StageStats
 
         return {
@@ -71,10 +78,13 @@ class UltralyticsMobileSam:
         }
 
     def close(self) -> None:
+        """Drop the predictor (and with it the model)."""
         self.predictor = None
 
 
 def make_peer(name: str, image: NDArray[np.uint8], boxes: dict[int, NDArray[np.float32]]) -> Any:
+    """The peer ``name`` (one of :data:`PEERS`) on ``image`` and ``boxes`` as
+    :class:`UltralyticsMobileSam` takes them; ``ValueError`` for an unknown name."""
     if name == "ultralytics-mobilesam":
         return UltralyticsMobileSam(image, boxes)
     raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")

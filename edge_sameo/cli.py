@@ -49,10 +49,12 @@ class Parser(argparse.ArgumentParser):
     """argparse with usage errors as one line (and exit code 2), like every other error."""
 
     def error(self, message: str) -> NoReturn:
+        """Exit with code 2 and ``<prog>: error: <message> (see <prog> --help)``."""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``edge-sameo`` parser with every subcommand of :data:`COMMANDS` registered."""
     parser = Parser(
         prog="edge-sameo", description="Amodal segmentation (SAMEO on EfficientSAM) for the edge."
     )
@@ -67,6 +69,7 @@ class StderrHandler(logging.Handler):
     """Library log records as ``edge-sameo: warning: ...`` lines on the current stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Print ``record`` as ``edge-sameo: <level>: <message>`` on stderr."""
         print(f"edge-sameo: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
 
 

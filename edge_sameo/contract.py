@@ -79,6 +79,7 @@ class TensorSpec:
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
+        """Axis index -> name of each dynamic axis, e.g. ``{0: "num_boxes"}``."""
         return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
 
     def concrete(self, **dims: int) -> tuple[int, ...]:
@@ -103,17 +104,21 @@ class GraphContract:
                 raise ValueError(f"profile {axis}: need 1 <= min <= opt <= max, got {lo, opt, hi}")
 
     def input(self, name: str) -> TensorSpec:
+        """The input named ``name`` (``StopIteration`` when there is none)."""
         return next(t for t in self.inputs if t.name == name)
 
     def output(self, name: str) -> TensorSpec:
+        """The output named ``name`` (``StopIteration`` when there is none)."""
         return next(t for t in self.outputs if t.name == name)
 
     @property
     def input_names(self) -> list[str]:
+        """Input names in graph order."""
         return [t.name for t in self.inputs]
 
     @property
     def output_names(self) -> list[str]:
+        """Output names in graph order."""
         return [t.name for t in self.outputs]
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
@@ -129,6 +134,8 @@ class GraphContract:
 
 
 def encoder_contract(cfg: ModelConfig) -> GraphContract:
+    """Encoder graph: pixels (1, 3, S, S) float32 RGB in [0, 1], resized to S×S ->
+    image embeddings (1, C, G, G) float32 (S = ``img_size``, G = ``grid_size``)."""
     s, g = cfg.img_size, cfg.grid_size
     return GraphContract(
         name="encoder",
@@ -210,10 +217,12 @@ class ExportContract:
 
     @property
     def has_modal(self) -> bool:
+        """Whether the decoder graph also has the modal (visible-mask) head."""
         return MODAL_LOW_RES_LOGITS in self.decoder.output_names
 
     @property
     def has_refiner(self) -> bool:
+        """Whether the export includes the refiner graph."""
         return self.refiner is not None
 
     @property
@@ -222,6 +231,7 @@ class ExportContract:
         return (self.encoder, self.decoder) + ((self.refiner,) if self.refiner else ())
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form written as ``contract.json`` (with a note on preprocessing)."""
         return {
             "version": CONTRACT_VERSION,
             "model": self.model.to_dict(),
@@ -241,6 +251,7 @@ class ExportContract:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExportContract:
+        """Parse :meth:`to_dict`'s form; ``ValueError`` on another contract version."""
         if d.get("version") != CONTRACT_VERSION:
             raise ValueError(f"contract version {d.get('version')!r} is not supported")
 
@@ -271,6 +282,7 @@ class ExportContract:
         )
 
     def write(self, directory: str | Path) -> Path:
+        """Write ``contract.json`` into ``directory`` atomically; return its path."""
         from edge_sameo.io import atomic_write_json
 
         path = Path(directory) / CONTRACT_FILE
@@ -279,6 +291,8 @@ class ExportContract:
 
     @classmethod
     def read(cls, directory: str | Path) -> ExportContract:
+        """Load ``directory/contract.json``; :class:`~edge_sameo.errors.InputError` when it
+        is missing or malformed."""
         from edge_sameo.errors import InputError
 
         path = Path(directory) / CONTRACT_FILE

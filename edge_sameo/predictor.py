@@ -123,10 +123,12 @@ class AmodalPredictor:
 
     @property
     def img_size(self) -> int:
+        """S, the side of the square model input in pixels."""
         return self.backend.img_size
 
     @property
     def is_image_set(self) -> bool:
+        """Whether :meth:`set_image` has encoded an image (and no reset since)."""
         return self._embedding is not None
 
     @property
@@ -149,6 +151,7 @@ class AmodalPredictor:
         self._speed = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3}
 
     def reset_image(self) -> None:
+        """Forget the current image and its embedding."""
         self._embedding = None
         self._image = None
         self._image_hw = None

@@ -64,6 +64,7 @@ class ExportConfig:
 
     @property
     def box_profile(self) -> tuple[int, int, int]:
+        """(min, opt, max) of the box axis: (1, min(8, max_boxes), max_boxes)."""
         return (1, min(DEFAULT_BOX_PROFILE[1], self.max_boxes), self.max_boxes)
 
 
@@ -90,6 +91,8 @@ class EncoderGraph(nn.Module):
         self.register_buffer("inv_std", 1.0 / torch.tensor(PIXEL_STD).view(1, 3, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels (1, 3, S, S) float32 RGB in [0, 1] -> image_embeddings (1, C, S/p, S/p)
+        float32, normalised with the ImageNet mean/std inside the graph."""
         return self.encoder((pixels - self.mean) * self.inv_std)
 
 
@@ -106,6 +109,8 @@ class DecoderGraph(nn.Module):
     def forward(
         self, image_embeddings: torch.Tensor, boxes: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
+        """image_embeddings (1, C, h, w) + boxes (N, 4) float32 XYXY in S×S model-input
+        pixels -> (logits (N, 3, L, L), IoU (N, 3)) per head, main first then modal."""
         points, labels = self.model.box_prompts(boxes)
         sparse = self.model.prompt_encoder(points, labels)
         heads = [self.model.mask_decoder]
@@ -129,6 +134,7 @@ class RefinerGraph(nn.Module):
         self.refiner = model.refiner
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        """crops (N, C_in, R, R) float32 -> refined amodal and visible logits (N, 2, R, R)."""
         return self.refiner(crops)
 
 

@@ -110,6 +110,7 @@ class BuildConfig:
 
     @property
     def engine_dir(self) -> Path:
+        """Where the engines go: ``out_dir``, else ``onnx_dir``."""
         return self.out_dir if self.out_dir is not None else self.onnx_dir
 
     def selected(self, contract: ExportContract) -> tuple[GraphContract, ...]:
@@ -122,12 +123,14 @@ class BuildConfig:
         return graphs
 
     def feeds_for(self, graph: str) -> Iterable[Feeds] | None:
+        """The calibration feeds for ``graph`` (None: no calibration data)."""
         feeds = self.calibration_feeds
         if isinstance(feeds, Mapping):
             return feeds.get(graph)
         return feeds
 
     def calib_cache_file(self, graph: str) -> Path:
+        """``<calib_cache or engine_dir>/<graph>.int8.calib``."""
         return (self.calib_cache or self.engine_dir) / f"{graph}.int8.calib"
 
 
@@ -143,6 +146,8 @@ class EngineBuilder:
         self.builder: Any = trt_module.Builder(self.logger)
 
     def create_network(self, plan: PrecisionPlan) -> TrtNetwork:
+        """An empty network: strongly typed for a typed plan when this TensorRT has it,
+        else explicit-batch where the flag exists (8.x)."""
         net = self.trt.NetworkDefinitionCreationFlag
         flags = 0
         if plan.typed and self.features.strongly_typed:
@@ -164,6 +169,8 @@ class EngineBuilder:
         return parser
 
     def check_io(self, network: TrtNetwork, graph: GraphContract) -> None:
+        """Raise :class:`EngineBuildError` when the parsed network's input/output names
+        differ from ``graph``'s contract."""
         inputs = {network.get_input(i).name for i in range(network.num_inputs)}
         outputs = {network.get_output(i).name for i in range(network.num_outputs)}
         if inputs != set(graph.input_names) or outputs != set(graph.output_names):
@@ -173,6 +180,7 @@ class EngineBuilder:
             )
 
     def create_config(self) -> TrtConfig:
+        """A builder config with the ``--workspace`` limit and ``--max-aux-streams`` set."""
         config = self.builder.create_builder_config()
         if self.cfg.workspace_mib is not None:
             config.set_memory_pool_limit(
@@ -196,12 +204,15 @@ class EngineBuilder:
         return profile
 
     def load_timing_cache(self, config: TrtConfig) -> None:
+        """Attach the timing cache of ``cfg.timing_cache`` to ``config`` (an empty one
+        when the file does not exist yet)."""
         path = self.cfg.timing_cache
         data = path.read_bytes() if path is not None and path.is_file() else b""
         cache = config.create_timing_cache(data)
         config.set_timing_cache(cache, ignore_mismatch=False)
 
     def save_timing_cache(self, config: TrtConfig) -> None:
+        """Write ``config``'s timing cache to ``cfg.timing_cache`` (when set), atomically."""
         if self.cfg.timing_cache is not None:
             atomic_write_bytes(self.cfg.timing_cache, bytes(config.get_timing_cache().serialize()))
 

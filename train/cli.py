@@ -40,6 +40,8 @@ FLAG_FIELDS = {
 
 
 def add_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` subcommands (``fit``, ``export``, ``bench-cache``, ``nano``,
+    ``detector``, ``detector-int8``, ``test``) to ``parser``."""
     sub = parser.add_subparsers(dest="train_command", required=True, metavar="SUBCOMMAND")
 
     fit = sub.add_parser(
@@ -193,6 +195,7 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    """``train fit``: train the config of the flags; print the run folder and final figures."""
     from edge_sameo.train.trainer import fit
 
     cfg = build_config(args)
@@ -205,6 +208,8 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    """``train export``: write the SAMEO decoder and full checkpoints, ONNX and engines
+    of a trained checkpoint; print what was written."""
     from edge_sameo.train.export import TrainExportConfig, export_trained
 
     result = export_trained(
@@ -229,6 +234,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """``train bench-cache``: time decoder training steps with and without the embedding
+    cache; print the speed-up (and write it to ``--json``)."""
     from edge_sameo.io import atomic_write_json
     from edge_sameo.train.bench import cache_speedup
 
@@ -246,6 +253,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
+    """``train detector-int8``: quantise ``--weights`` to an INT8 OpenVINO export."""
     from edge_sameo.train.detector import quantize_detector
 
     path = quantize_detector(args.weights, args.out, args.imgsz, args.count, args.seed)
@@ -254,6 +262,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 
 def run_nano(args: argparse.Namespace) -> int:
+    """``train nano``: run (or resume) the nano recipe; print its test figures as JSON."""
     from edge_sameo.train.config import parse_overrides
     from edge_sameo.train.nano import NanoRecipe, run_recipe
 
@@ -266,6 +275,8 @@ def run_nano(args: argparse.Namespace) -> int:
 
 
 def run_test(args: argparse.Namespace) -> int:
+    """``train test``: score nano and/or the detector on fresh scenes of ``--seed`` or on
+    ``--data``; print the report (and write it to ``--json``)."""
     from edge_sameo.errors import InputError
     from edge_sameo.io import atomic_write_json
     from edge_sameo.train.score import BARS, BARS_SECOND_WORLD, ScoreConfig, report, run_scores

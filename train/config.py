@@ -186,6 +186,7 @@ class TrainConfig:
 
     @property
     def trains_encoder(self) -> bool:
+        """Whether the encoder is trained too (``mode == "full"``)."""
         return self.mode == "full"
 
     @property
@@ -195,6 +196,7 @@ class TrainConfig:
 
     @property
     def resolved_cache_dir(self) -> Path:
+        """``cache_dir``, else ``out/cache``."""
         return self.cache_dir if self.cache_dir is not None else self.out / "cache"
 
     def model_config(self) -> ModelConfig:
@@ -209,12 +211,15 @@ class TrainConfig:
         return out
 
     def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """A config from YAML/flag fields; :class:`InputError` on unknown keys, a missing
+        ``out`` or ``train``, or a bad value."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -249,6 +254,8 @@ def resolve_model_config(model: str | Mapping[str, Any] | ModelConfig) -> ModelC
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping of a YAML file (empty for an empty file); :class:`InputError` when it
+    is missing, not YAML or not a mapping."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text())

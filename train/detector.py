@@ -30,6 +30,10 @@ from edge_sameo.train.score import detector_test_yaml, score_detector
 
 @dataclass(frozen=True)
 class DetectorTrainConfig:
+    """A YOLO detector training run on synthetic scenes: ``train_count`` training
+    scenes of seed ``seed``, ``test_count`` held-out scenes of ``test_seed``, ultralytics'
+    training settings, outputs under ``out``."""
+
     out: Path
     model_yaml: str = "yolov8n.yaml"
     train_count: int = 2000
@@ -90,6 +94,7 @@ class DetectorTrainConfig:
 
 
 def offline_env() -> None:
+    """Set ``YOLO_OFFLINE`` and ``YOLO_AUTOINSTALL`` (unless already set) for ultralytics."""
     # ultralytics must never reach the network nor pip-install extras at run time.
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
@@ -130,6 +135,8 @@ def quantize_detector(
 
 
 def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
+    """Generate the data, train on the CPU, (optionally average weights), score the best
+    weights on the held-out scenes and export them to OpenVINO; return the figures."""
     offline_env()
     from ultralytics import YOLO
 
@@ -348,6 +355,8 @@ def _train_and_report(cfg: DetectorTrainConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m edge_sameo.train.detector``: train with the flags, print the held-out
+    figures; return the exit code."""
     from edge_sameo.cli import Parser, run_command
 
     p = Parser(prog="python -m edge_sameo.train.detector", description=__doc__)

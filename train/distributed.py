@@ -16,6 +16,9 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistContext:
+    """This process's place in the DDP job: rank, world size, local rank (its GPU) and the
+    process-group backend (``""`` in one process)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -23,13 +26,16 @@ class DistContext:
 
     @property
     def enabled(self) -> bool:
+        """Whether there is more than one process."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0."""
         return self.rank == 0
 
     def barrier(self) -> None:
+        """Wait for every rank (nothing in one process)."""
         if self.enabled:
             dist.barrier()
 
@@ -62,5 +68,6 @@ def init_distributed(device: str) -> DistContext:
 
 
 def shutdown(ctx: DistContext) -> None:
+    """Leave the process group, if one was joined."""
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -71,6 +71,7 @@ class NanoRecipe:
             raise InputError("train, val and test seeds must differ (held-out data)")
 
     def replace(self, **changes: Any) -> NanoRecipe:
+        """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -80,6 +81,8 @@ class NanoRecipe:
         out: Path | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> NanoRecipe:
+        """The recipe of a YAML file (None: the defaults) with ``overrides`` (``stage1.lr``
+        style keys reach a section) and ``out``; :class:`InputError` on unknown keys."""
         from edge_sameo.train.config import load_yaml
 
         data: dict[str, Any] = load_yaml(path) if path is not None else {}
@@ -102,14 +105,17 @@ class NanoRecipe:
     # ------------------------------------------------------------------ paths
 
     def data_json(self, split: str) -> Path:
+        """``out/data/<split>/annotations.json``: the generated ``split`` set."""
         return self.out / "data" / split / "annotations.json"
 
     @property
     def runs(self) -> Path:
+        """``out/runs``: the training runs of the stages."""
         return self.out / "runs"
 
     @property
     def warm_start_model(self) -> Path:
+        """``out/warm_start.pt``: the stage-1 model taken from ``warm_start``."""
         return self.out / "warm_start.pt"
 
 

@@ -64,17 +64,20 @@ class Samples:
 
     @staticmethod
     def concat(parts: list[Samples]) -> Samples:
+        """The samples of ``parts`` one after another."""
         return Samples(
             *(np.concatenate([getattr(p, f) for p in parts]) for f in Samples.__annotations__)
         )
 
     def save(self, path: Path) -> None:
+        """Write the samples as an ``.npz`` at ``path`` (via a temporary file, atomically)."""
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **{f: getattr(self, f) for f in Samples.__annotations__})
         os.replace(tmp, path)
 
     @staticmethod
     def load(path: Path) -> Samples:
+        """Read samples written by :meth:`save`."""
         with np.load(path) as z:
             return Samples(*(z[f] for f in Samples.__annotations__))
 
@@ -155,6 +158,8 @@ def world_images(
 
 
 def generate(args: argparse.Namespace) -> None:
+    """``gen``: write ``--shards`` shards ``shard_{k:05d}.npz`` of samples into ``--out``,
+    ``--scenes`` scenes each; a shard that exists is skipped."""
     from tqdm import tqdm
 
     from edge_sameo.checkpoint import load_model
@@ -192,6 +197,8 @@ def refiner_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def batch_tensors(s: Samples, idx: NDArray[np.int64], cfg: RefinerConfig) -> tuple[Any, Any]:
+    """Training tensors of samples ``idx``: inputs (B, C, R, R) float32 with C =
+    ``cfg.in_channels`` and targets (B, 2, R, R) float32 in [0, 1] (amodal, visible)."""
     x = torch.from_numpy(s.inputs[idx, : cfg.in_channels].astype(np.float32))
     y = torch.from_numpy(s.targets[idx].astype(np.float32) / 255.0)
     return x, y
@@ -243,6 +250,8 @@ class ShardPool:
         self.loaded: dict[Path, Samples] = {}
 
     def refresh(self) -> Samples:
+        """Load new shards, drop all but the newest ``keep``; return them as one
+        :class:`Samples` (``FileNotFoundError`` when there is none yet)."""
         found = sorted(self.folder.glob("shard_*[0-9].npz"))
         for p in found[-self.keep :]:
             if p not in self.loaded:
@@ -273,6 +282,8 @@ def load_init(model: MaskRefiner, path: Path) -> None:
 
 
 def fit(args: argparse.Namespace) -> None:
+    """``fit``: train a refiner on the newest shards within ``--minutes`` (cosine learning
+    rate), resuming from ``state.pt``; writes ``refiner.pt``, ``curve.csv`` and ``config.json``."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = RefinerConfig(
@@ -487,6 +498,7 @@ def bundle(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``gen``, ``fit``, ``attach`` and ``bundle`` subcommands."""
     p = argparse.ArgumentParser(prog="python -m edge_sameo.train.refiner", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gen", help="write shards of refiner samples from fresh scenes")
@@ -549,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the subcommand of ``argv``; return the exit code 0."""
     args = build_parser().parse_args(argv)
     {"gen": generate, "fit": fit, "attach": attach, "bundle": bundle}[args.cmd](args)
     return 0

@@ -31,6 +31,8 @@ class DecoderOutput:
 
     @staticmethod
     def concat(parts: list[DecoderOutput]) -> DecoderOutput:
+        """The outputs of ``parts`` (chunks of one box list) joined along the box axis."""
+
         def cat(name: str) -> NDArray[np.float32] | None:
             arrays = [getattr(p, name) for p in parts]
             return None if arrays[0] is None else np.concatenate(arrays, axis=0)
@@ -69,21 +71,26 @@ class Backend(ABC):
 
     @property
     def img_size(self) -> int:
+        """S, the side of the square model input in pixels (1024 for EfficientSAM)."""
         return self.contract.model.img_size
 
     @property
     def has_modal(self) -> bool:
+        """Whether the decoder also returns the modal (visible-mask) head."""
         return self.contract.has_modal
 
     @property
     def has_refiner(self) -> bool:
+        """Whether the model has the object-resolution refiner (:meth:`refine`)."""
         return self.contract.has_refiner
 
     #: Largest N one decoder call takes (an engine profile's max); None = unbounded.
     max_boxes: int | None = None
 
     @abstractmethod
-    def encode(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]: ...
+    def encode(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        """pixels (1, 3, S, S) float32 RGB in [0, 1], resized to S×S -> image embeddings
+        (1, C, G, G) float32 (G = S / patch size)."""
 
     @abstractmethod
     def _decode(
@@ -117,6 +124,7 @@ class Backend(ABC):
         )
 
     def describe(self) -> str:
+        """``"<runtime> <precision>"`` for logs and summaries, e.g. ``"onnxruntime fp32"``."""
         return f"{self.name} {self.precision}"
 
     def close(self) -> None:  # noqa: B027 - optional hook, most runtimes need nothing

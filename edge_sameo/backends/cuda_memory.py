@@ -47,10 +47,12 @@ class CudaStream(ABC):
     handle: int
 
     @abstractmethod
-    def device_name(self) -> str: ...
+    def device_name(self) -> str:
+        """The device's marketing name, e.g. ``NVIDIA H100 80GB HBM3``."""
 
     @abstractmethod
-    def compute_capability(self) -> tuple[int, int]: ...
+    def compute_capability(self) -> tuple[int, int]:
+        """The device's compute capability as ``(major, minor)``."""
 
     @abstractmethod
     def empty(self, nbytes: int) -> DeviceArray:
@@ -69,7 +71,8 @@ class CudaStream(ABC):
         """Queue a copy of ``nbytes`` from ``src`` into the start of the pinned ``dst``."""
 
     @abstractmethod
-    def synchronize(self) -> None: ...
+    def synchronize(self) -> None:
+        """Block until all work queued on this stream has finished."""
 
     def capture(self, launch: Callable[[], None]) -> Callable[[], None]:
         """Capture ``launch`` (work queued on this stream) into a CUDA graph; return a
@@ -86,6 +89,8 @@ def _check_fits(dst: DeviceArray, nbytes: int) -> None:
 
 
 class TorchCudaStream(CudaStream):
+    """A :class:`CudaStream` on torch's CUDA allocator and primary context."""
+
     kind = "torch"
 
     def __init__(self, device: int = 0) -> None:
@@ -98,17 +103,21 @@ class TorchCudaStream(CudaStream):
         self._graphs: list[Any] = []
 
     def device_name(self) -> str:
+        """The device's name from ``torch.cuda.get_device_name``."""
         return str(self._torch.cuda.get_device_name(self._device))
 
     def compute_capability(self) -> tuple[int, int]:
+        """The device's compute capability as ``(major, minor)``."""
         major, minor = self._torch.cuda.get_device_capability(self._device)
         return int(major), int(minor)
 
     def empty(self, nbytes: int) -> DeviceArray:
+        """A torch ``uint8`` device tensor of ``max(nbytes, 1)`` bytes, wrapped."""
         t = self._torch.empty(max(nbytes, 1), dtype=self._torch.uint8, device=self._device)
         return DeviceArray(int(t.data_ptr()), nbytes, t)
 
     def pinned(self, shape: Sequence[int], dtype: np.dtype[Any]) -> NDArray[Any]:
+        """A ``shape`` array of ``dtype`` viewing a pinned torch ``uint8`` tensor."""
         nbytes = max(math.prod(shape) * np.dtype(dtype).itemsize, 1)
         t = self._torch.empty(nbytes, dtype=self._torch.uint8, pin_memory=True)
         # The numpy view keeps the pinned tensor alive (it is the view's base).
@@ -116,21 +125,26 @@ class TorchCudaStream(CudaStream):
         return flat[: math.prod(shape) * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
 
     def htod(self, dst: DeviceArray, src: NDArray[Any]) -> None:
+        """Queue a non-blocking copy of ``src`` (made contiguous) into ``dst``."""
         _check_fits(dst, src.nbytes)
         host = self._torch.from_numpy(np.ascontiguousarray(src).reshape(-1).view(np.uint8))
         with self._torch.cuda.stream(self._stream):
             dst.owner[: src.nbytes].copy_(host, non_blocking=True)
 
     def dtoh(self, dst: NDArray[Any], src: DeviceArray, nbytes: int) -> None:
+        """Queue a non-blocking copy of ``nbytes`` from ``src`` into the pinned ``dst``."""
         _check_fits(src, nbytes)
         host = self._torch.from_numpy(dst.reshape(-1).view(np.uint8))
         with self._torch.cuda.stream(self._stream):
             host[:nbytes].copy_(src.owner[:nbytes], non_blocking=True)
 
     def synchronize(self) -> None:
+        """Block until all work queued on this stream has finished."""
         self._stream.synchronize()
 
     def capture(self, launch: Callable[[], None]) -> Callable[[], None]:
+        """Capture ``launch`` into a ``torch.cuda.CUDAGraph`` on this stream (kept alive
+        until :meth:`close`); return a function that replays it on this stream."""
         torch = self._torch
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=self._stream):
@@ -144,10 +158,13 @@ class TorchCudaStream(CudaStream):
         return replay
 
     def close(self) -> None:
+        """Drop the captured CUDA graphs; torch frees the memory with its tensors."""
         self._graphs.clear()
 
 
 class PycudaStream(CudaStream):
+    """A :class:`CudaStream` on pycuda (``pycuda.autoinit``'s context on device 0)."""
+
     kind = "pycuda"
 
     def __init__(self) -> None:
@@ -162,34 +179,42 @@ class PycudaStream(CudaStream):
         self._allocations: list[Any] = []
 
     def device_name(self) -> str:
+        """The current context's device name."""
         return str(self._cuda.Context.get_device().name())
 
     def compute_capability(self) -> tuple[int, int]:
+        """The current context's device compute capability as ``(major, minor)``."""
         major, minor = self._cuda.Context.get_device().compute_capability()
         return int(major), int(minor)
 
     def empty(self, nbytes: int) -> DeviceArray:
+        """A ``mem_alloc`` of ``max(nbytes, 1)`` bytes, freed by :meth:`close`."""
         mem = self._cuda.mem_alloc(max(nbytes, 1))
         self._allocations.append(mem)
         return DeviceArray(int(mem), nbytes, mem)
 
     def pinned(self, shape: Sequence[int], dtype: np.dtype[Any]) -> NDArray[Any]:
+        """A page-locked ``shape`` array of ``dtype`` (``pagelocked_empty``)."""
         out: NDArray[Any] = self._cuda.pagelocked_empty(tuple(shape), dtype)
         return out
 
     def htod(self, dst: DeviceArray, src: NDArray[Any]) -> None:
+        """Queue an asynchronous copy of ``src`` (made contiguous) into ``dst``."""
         _check_fits(dst, src.nbytes)
         self._cuda.memcpy_htod_async(dst.owner, np.ascontiguousarray(src), self._stream)
 
     def dtoh(self, dst: NDArray[Any], src: DeviceArray, nbytes: int) -> None:
+        """Queue an asynchronous copy of ``nbytes`` from ``src`` into the pinned ``dst``."""
         _check_fits(src, nbytes)
         view = dst.reshape(-1).view(np.uint8)[:nbytes]
         self._cuda.memcpy_dtoh_async(view, src.owner, self._stream)
 
     def synchronize(self) -> None:
+        """Block until all work queued on this stream has finished."""
         self._stream.synchronize()
 
     def close(self) -> None:
+        """Free every device allocation made by :meth:`empty`."""
         for mem in self._allocations:
             mem.free()
         self._allocations.clear()

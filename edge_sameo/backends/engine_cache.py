@@ -82,6 +82,7 @@ class EngineKey:
 
     @property
     def digest(self) -> str:
+        """SHA-256 hex digest of the key's sorted JSON form."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
@@ -98,6 +99,7 @@ def platform_facts(trt_module: ModuleType, cuda: CudaStream) -> PlatformFacts:
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 hex digest of the file at ``path``, read ``chunk`` bytes at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -144,9 +146,11 @@ class EngineCache:
         self.directory = Path(directory)
 
     def engine_path(self, name: str) -> Path:
+        """``<directory>/<name>.engine``."""
         return self.directory / f"{name}{ENGINE_SUFFIX}"
 
     def sidecar_path(self, name: str) -> Path:
+        """``<directory>/<name>.engine.json``: the key the engine was built with."""
         return self.directory / f"{name}{ENGINE_SUFFIX}{SIDECAR_SUFFIX}"
 
     def read_sidecar(self, name: str) -> dict[str, Any] | None:

@@ -61,9 +61,12 @@ class OnnxRuntimeBackend(Backend):
         self.providers = self._encoder.get_providers()
 
     def describe(self) -> str:
+        """``"onnxruntime <precision> (<first provider in use>)"``."""
         return f"onnxruntime {self.precision} ({self.providers[0]})"
 
     def encode(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        """pixels (1, 3, S, S) float32 RGB in [0, 1] -> image embeddings (1, C, G, G) float32
+        (one encoder session run)."""
         (emb,) = self._encoder.run(None, {PIXELS: pixels})
         return np.asarray(emb, np.float32)
 

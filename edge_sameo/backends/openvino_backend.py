@@ -31,6 +31,9 @@ def cpu_supports_bf16() -> bool:
 
 
 class OpenVINOBackend(Backend):
+    """OpenVINO on the CPU: the exported graphs compiled with a latency hint and the
+    precision as inference-precision hint (int8 runs the Q/DQ graph)."""
+
     name = "openvino"
     precisions: ClassVar[tuple[str, ...]] = RUNTIME_PRECISIONS["openvino"]
 
@@ -78,12 +81,15 @@ class OpenVINOBackend(Backend):
         )
 
     def describe(self) -> str:
+        """``"openvino <precision>"``, naming the decoder's precision too where it differs."""
         if self.decoder_precision == self.precision:
             return f"openvino {self.precision}"
         masks = "decoder + refiner" if self.has_refiner else "decoder"
         return f"openvino {self.precision} encoder, {self.decoder_precision} {masks}"
 
     def encode(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        """pixels (1, 3, S, S) float32 RGB in [0, 1] -> image embeddings (1, C, G, G) float32
+        (a copy of the infer request's output)."""
         self._encoder.infer({PIXELS: pixels})
         return np.array(self._encoder.get_output_tensor(0).data, np.float32)
 

@@ -32,9 +32,12 @@ class RecordingBackend(Backend):
         self.crops: NDArray[np.float32] | None = None
 
     def describe(self) -> str:
+        """The wrapped backend's description."""
         return self.inner.describe()
 
     def encode(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        """pixels (1, 3, S, S) float32 RGB in [0, 1] -> image embeddings (1, C, G, G) float32
+        (the wrapped backend's)."""
         return self.inner.encode(pixels)
 
     def _decode(self, embedding: NDArray[np.float32], boxes: NDArray[np.float32]) -> DecoderOutput:

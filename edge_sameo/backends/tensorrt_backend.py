@@ -156,6 +156,8 @@ class TensorRTInfer:
         self.context.set_tensor_address(name, buffer.ptr)
 
     def enqueue(self) -> None:
+        """Queue one execution on the stream (the captured CUDA graph when there is one);
+        inputs must be set, outputs are read with :meth:`fetch`."""
         if self._replay is not None:
             self._replay()
         elif not self.context.execute_async_v3(self.cuda.handle):
@@ -176,6 +178,8 @@ class TensorRTInfer:
         return out
 
     def run(self, feeds: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[np.float32]]:
+        """Set every input of ``feeds`` (name -> array), execute, return every output as a
+        float32 copy (name -> array in the engine's current shape)."""
         for name in self.graph.input_names:
             self.set_input(name, feeds[name])
         self.enqueue()
@@ -311,6 +315,7 @@ class TensorRTBackend(Backend):
         self._last_embedding: NDArray[np.float32] | None = None
 
     def describe(self) -> str:
+        """``"tensorrt <precision> (TensorRT <version>, <GPU name>, CUDA graph on|off)"``."""
         return (
             f"tensorrt {self.precision} (TensorRT {self.trt_version}, "
             f"{self._cuda.device_name()}, CUDA graph {self.cuda_graph})"
@@ -340,6 +345,7 @@ class TensorRTBackend(Backend):
         return self._refiner.run({CROPS: crops})[REFINED_LOGITS]
 
     def close(self) -> None:
+        """Drop the engines and contexts, then synchronize and close the CUDA stream."""
         for name in ("_encoder", "_decoder", "_refiner", "_runtime"):
             if hasattr(self, name):
                 delattr(self, name)

@@ -69,6 +69,7 @@ class TorchBackend(Backend):
             self.model.refiner.to(memory_format=torch.channels_last)
 
     def describe(self) -> str:
+        """``"torch <precision> (<device type>, <attention> attention)"``."""
         return f"torch {self.precision} ({self.device.type}, {self.attention} attention)"
 
     def _autocast(self) -> torch.autocast:
@@ -76,6 +77,8 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def encode(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        """pixels (1, 3, S, S) float32 RGB in [0, 1] -> image embeddings (1, C, G, G) float32
+        (normalised on the device, under autocast for fp16/bf16; returned as float32)."""
         x = torch.from_numpy(pixels).to(self.device)
         with self._autocast():
             emb = self.model.encode(normalize_resized(x, self.img_size))

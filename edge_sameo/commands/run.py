@@ -52,6 +52,8 @@ def class_ids(text: str) -> list[int]:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Add the segmenter flags shared by ``run`` and ``demo``: ``--sam``, ``--base``,
+    ``--backend``, ``--precision``, ``--smoothing``, ``--persistence``, ``--sequential``."""
     p.add_argument(
         "--sam",
         help="EfficientSAM/SAMEO checkpoint or export folder "
@@ -82,6 +84,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
+    """Add the ``run`` subcommand to the ``edge-sameo`` subparsers ``sub``."""
     p = sub.add_parser(
         "run",
         help="live amodal segmentation of a video, camera, stream or folder",
@@ -159,6 +162,7 @@ def register(sub: Any) -> None:
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
+    """Add ``--serve`` and ``--serve-host`` (the live view) to ``p``."""
     p.add_argument(
         "--serve",
         type=int,
@@ -199,6 +203,7 @@ def make_recording(args: argparse.Namespace) -> Any:
 
 
 def add_detect_every_arg(p: argparse.ArgumentParser) -> None:
+    """Add ``--detect-every`` (run the detector on every K-th frame) to ``p``."""
     p.add_argument(
         "--detect-every",
         type=positive_int,
@@ -222,6 +227,7 @@ class DetectorOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DetectorOptions:
+        """The options from parsed ``run``/``demo`` flags."""
         classes = tuple(args.classes) if args.classes is not None else None
         return cls(
             args.conf, classes, args.max_objects, args.tracker, args.imgsz, args.detect_every
@@ -257,6 +263,8 @@ def _detector(spec: str | None, opts: DetectorOptions) -> Any:
 
 
 def make_predictor(args: argparse.Namespace) -> Any:
+    """An :class:`~edge_sameo.AmodalPredictor` on ``--sam`` (default: the bundled nano)
+    and ``--backend``/``--precision``; a TensorRT engine is built on demand."""
     from edge_sameo import AmodalPredictor, bundled
     from edge_sameo.backends.registry import create_backend
     from edge_sameo.commands.build import on_demand
@@ -273,6 +281,7 @@ def make_predictor(args: argparse.Namespace) -> Any:
 
 
 def stream_config(args: argparse.Namespace) -> Any:
+    """The :class:`~edge_sameo.stream.StreamConfig` of the parsed flags."""
     from edge_sameo.stream import StreamConfig, TemporalConfig
 
     return StreamConfig(
@@ -285,6 +294,8 @@ def stream_config(args: argparse.Namespace) -> Any:
 
 
 def print_summary(summary: dict[str, Any], backend: str) -> None:
+    """Print a run summary (``RunStats.summary``) as three lines: rate and latency,
+    per-stage p50, drops and reconnects."""
     stages = ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_p50_ms"].items())
     print(
         f"{summary['frames']} frames in {summary['wall_s']} s: {summary['fps']:.1f} FPS "
@@ -333,6 +344,8 @@ def check_paths(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``edge-sameo run``: segment ``--source`` into the requested outputs; return the
+    exit code (0, or 3 when a live source was given up on)."""
     from edge_sameo.cli import EXIT_SOURCE_LOST
     from edge_sameo.errors import Interrupted
     from edge_sameo.stream import ReconnectPolicy, open_source

@@ -30,6 +30,7 @@ def parse_box(text: str) -> list[float]:
 
 
 def register(sub: Any) -> None:
+    """Add the ``segment`` subcommand to the ``edge-sameo`` subparsers ``sub``."""
     p = sub.add_parser(
         "segment",
         help="segment boxes in one image",
@@ -111,6 +112,7 @@ def segment_image(
 
 
 def print_summary(result: Prediction, out: Path, json_path: Path | None) -> None:
+    """Print each box's score and mask area, the per-stage times and what was written."""
     speed = ", ".join(f"{k} {v:.1f} ms" for k, v in result.speed.items())
     for i in range(len(result)):
         print(f"box {i}: score {result.scores[i]:.3f}, mask area {int(result.masks[i].sum())} px")
@@ -119,6 +121,8 @@ def print_summary(result: Prediction, out: Path, json_path: Path | None) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    """``edge-sameo segment``: masks for ``--box`` prompts on one image, written as an
+    annotated image (and ``--json``); return 0."""
     from edge_sameo.checkpoint import load_model
 
     check_outputs(

@@ -82,6 +82,8 @@ def _world(args: argparse.Namespace, **kwargs: Any) -> Any:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``synth`` and its ``images``, ``video``, ``yolo`` and ``from-coco``
+    subcommands to the ``edge-sameo`` subparsers."""
     parser = subparsers.add_parser(
         "synth",
         help="write synthetic amodal ground truth",
@@ -153,6 +155,8 @@ def _bar(total: int, args: argparse.Namespace, unit: str) -> tqdm[Any]:
 
 
 def run_images(args: argparse.Namespace) -> int:
+    """``synth images``: write ``--count`` scenes (and their duals) as a COCO-amodal set
+    in ``--out``; return 0."""
     from edge_sameo.data import generate_dataset
 
     cfg = _world(args, occlusion=args.occlusion, dual=args.dual)
@@ -163,6 +167,8 @@ def run_images(args: argparse.Namespace) -> int:
 
 
 def run_video(args: argparse.Namespace) -> int:
+    """``synth video``: write ``video.mp4`` of ``--frames`` frames and its tracked
+    per-frame ground truth in ``--out``; return 0."""
     from edge_sameo.data import generate_video
 
     cfg = _world(args)
@@ -181,6 +187,8 @@ def run_video(args: argparse.Namespace) -> int:
 
 
 def run_yolo(args: argparse.Namespace) -> int:
+    """``synth yolo``: write a YOLO detection set (images, labels, ``data.yaml``) of
+    ``--count`` scenes in ``--out``; return 0."""
     from edge_sameo.data import export_yolo
 
     cfg = _world(args, occlusion=args.occlusion)
@@ -214,6 +222,9 @@ def model_amodal_fn(
 
 
 def run_from_coco(args: argparse.Namespace) -> int:
+    """``synth from-coco``: pick the complete objects of a COCO set (judged by
+    ``--checkpoint`` when it has no visible masks) and write occluded composites with their
+    duals; return 0."""
     from edge_sameo.data import FromCocoConfig, load_amodal_coco, select_complete
     from edge_sameo.data.from_coco import synthesize_pairs
     from edge_sameo.paths import check_outputs, same_file

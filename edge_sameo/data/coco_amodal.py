@@ -134,6 +134,8 @@ class AmodalImage:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_coco(self) -> dict[str, Any]:
+        """The COCO ``images`` entry: id, file name, size, the video keys that are set and
+        ``extra``."""
         out: dict[str, Any] = {
             "id": self.id,
             "file_name": self.file_name,
@@ -177,6 +179,7 @@ class AmodalAnnotation:
 
     @property
     def area(self) -> int:
+        """Amodal mask area in pixels."""
         return rle_area(self.segmentation)
 
     @property
@@ -185,6 +188,8 @@ class AmodalAnnotation:
         return rle_xywh(self.segmentation)
 
     def to_coco(self) -> dict[str, Any]:
+        """The COCO-amodal ``annotations`` entry: amodal RLE, box (XYWH pixels) and area,
+        the visible ones and the occlusion rate when present, track id and ``extra``."""
         out: dict[str, Any] = {
             "id": self.id,
             "image_id": self.image_id,
@@ -306,15 +311,18 @@ class AmodalDataset:
         return all(a.visible is not None for a in self.annotations)
 
     def image(self, image_id: int) -> AmodalImage:
+        """The image with id ``image_id`` (``InputError`` when there is none)."""
         try:
             return self._images[image_id]
         except KeyError:
             raise InputError(f"no image with id {image_id}") from None
 
     def annotations_of(self, image_id: int) -> list[AmodalAnnotation]:
+        """The annotations of image ``image_id`` (empty when it has none)."""
         return self._by_image.get(image_id, [])
 
     def image_path(self, image_id: int) -> Path:
+        """The image's file: ``file_name``, relative to ``root`` unless absolute."""
         img = self.image(image_id)
         p = Path(img.file_name)
         return p if p.is_absolute() or self.root is None else self.root / p

@@ -54,12 +54,14 @@ class ModelConfig:
         return self.grid_size * 2 ** len(self.upscaling_dims)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready fields (``upscaling_dims`` as a list)."""
         d = dataclasses.asdict(self)
         d["upscaling_dims"] = list(self.upscaling_dims)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Parse :meth:`to_dict`'s form; ``ValueError`` on unknown fields."""
         return cls(**checked_fields(cls, d, "model config", int_tuples=("upscaling_dims",)))
 
 

@@ -25,6 +25,13 @@ PIXEL_STD = (0.229, 0.224, 0.225)
 
 
 class EfficientSam(nn.Module):
+    """EfficientSAM: ViT image encoder, prompt encoder and mask decoder, optionally a
+    second (modal) decoder and the object-resolution refiner.
+
+    Images enter :meth:`encode` as (B, 3, S, S) float32 RGB already normalised with the
+    ImageNet mean/std (``preprocess.normalize_resized``); boxes as (N, 4) float32 XYXY in
+    S×S model-input pixels."""
+
     pixel_mean: torch.Tensor
     pixel_std: torch.Tensor
 
@@ -54,6 +61,7 @@ class EfficientSam(nn.Module):
 
     @property
     def img_size(self) -> int:
+        """S, the side of the square model input in pixels."""
         return self.image_encoder.img_size
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -78,10 +86,12 @@ class EfficientSam(nn.Module):
 
     @property
     def has_modal_decoder(self) -> bool:
+        """Whether a modal (visible-mask) decoder sits beside ``mask_decoder``."""
         return self.modal_decoder is not None
 
     @property
     def has_refiner(self) -> bool:
+        """Whether the model has an object-resolution refiner."""
         return self.refiner is not None
 
     def decode_boxes(

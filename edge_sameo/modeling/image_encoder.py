@@ -19,6 +19,7 @@ class PatchEmbed(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) image -> (B, C, S/p, S/p) patch embeddings."""
         return self.proj(x)
 
 
@@ -33,6 +34,7 @@ class Attention(nn.Module):
         self.fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) tokens -> (B, N, C) tokens."""
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
@@ -41,6 +43,8 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
+    """Two-layer perceptron with exact GELU: C -> ``hidden`` -> C on the last axis."""
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
@@ -48,6 +52,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., C)."""
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -62,6 +67,7 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) tokens -> (B, N, C) tokens."""
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -130,6 +136,8 @@ class ImageEncoderViT(nn.Module):
             self._frozen_pos = resize_pos_embed(self.pos_embed, self.grid_size).detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) float normalised RGB, S = ``img_size`` -> (B, neck_dim, S/p, S/p)
+        image embeddings; ``ValueError`` for another input size."""
         if x.shape[-2:] != (self.img_size, self.img_size):
             raise ValueError(
                 f"encoder expects (B, 3, {self.img_size}, {self.img_size}), got {tuple(x.shape)}"

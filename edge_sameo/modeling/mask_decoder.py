@@ -11,6 +11,9 @@ from edge_sameo.modeling.transformer import TwoWayAttentionBlock, TwoWayTransfor
 
 
 class MaskDecoder(nn.Module):
+    """SAM's mask decoder: a two-way transformer over IoU, mask and prompt tokens, then
+    transposed-convolution upscaling and hypernetwork MLPs -> candidate masks and their IoU."""
+
     def __init__(
         self,
         *,

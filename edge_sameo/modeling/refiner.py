@@ -84,15 +84,19 @@ class RefinerConfig:
 
     @property
     def in_channels(self) -> int:
+        """C_in of the input crops: RGB and box, plus both decoders' logits when
+        ``use_logits``."""
         return self.prompt_channels + (LOGIT_CHANNELS if self.use_logits else 0)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready fields (``widths`` as a list)."""
         d = dataclasses.asdict(self)
         d["widths"] = list(self.widths)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RefinerConfig:
+        """Parse :meth:`to_dict`'s form; ``ValueError`` on unknown fields."""
         return cls(**checked_fields(cls, d, "refiner config", int_tuples=("widths",)))
 
 
@@ -134,6 +138,8 @@ class MaskRefiner(nn.Module):
         self.head = nn.Conv2d(w[0], OUT_CHANNELS, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, crop, crop) float32 inputs -> (N, 2, crop, crop) float32 amodal and
+        visible logits of the last cascade stage."""
         return self.forward_stages(x)[-1]
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -31,6 +31,7 @@ class TwoWayAttention(nn.Module):
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (B, Nq, C), k and v (B, Nk, C) -> (B, Nq, C); a batch-1 side broadcasts."""
         if self.few_keys:
             return self._few_keys(q, k, v)
         out = attention(
@@ -100,6 +101,8 @@ class TwoWayAttentionBlock(nn.Module):
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries (B, T, C) tokens with query_pe (B, T, C); keys (B or 1, h*w, C) image
+        with key_pe (1, h*w, C) -> updated queries (B, T, C) and keys (B, h*w, C)."""
         if not self.skip_first_layer_pe:
             queries = queries + query_pe
         queries = self.norm1(queries + self.self_attn(queries, queries, queries))
@@ -115,6 +118,9 @@ class TwoWayAttentionBlock(nn.Module):
 
 
 class TwoWayTransformer(nn.Module):
+    """``depth`` two-way blocks and a final token-to-image attention: prompt tokens
+    and image embedding attend to each other."""
+
     def __init__(
         self,
         depth: int,

@@ -81,6 +81,7 @@ class Progress:
             self.bar = tqdm(total=total, unit="frame", file=sys.stderr, leave=False)
 
     def update(self) -> None:
+        """Count one frame; advance the bar, or print a line when ``every_s`` has passed."""
         self.frames += 1
         if self.bar is not None:
             self.bar.update()
@@ -93,6 +94,7 @@ class Progress:
             print(f"edge-sameo: {self.frames}{of} frames, {fps:.1f} FPS", file=sys.stderr)
 
     def close(self) -> None:
+        """Close the bar, if any."""
         if self.bar is not None:
             self.bar.close()
 
@@ -159,6 +161,8 @@ class Writer:
 
 @dataclass
 class RunStats:
+    """Counts and timings of a run's frames, summed up by :meth:`summary`."""
+
     frames: int = 0
     objects: int = 0
     invalid_boxes: int = 0
@@ -170,6 +174,7 @@ class RunStats:
     latency_ms: list[float] = field(default_factory=list)
 
     def add(self, r: FrameResult) -> None:
+        """Count one frame result: its objects, invalid boxes, latency and stage times."""
         self.frames += 1
         self.objects += len(r.objects)
         self.invalid_boxes += r.invalid_boxes
@@ -178,6 +183,9 @@ class RunStats:
             self.stages.setdefault(k, []).append(v)
 
     def summary(self, source: FrameSource, render_ms: list[float]) -> dict[str, Any]:
+        """The run summary: frames, FPS, steady FPS, first-frame seconds, per-stage p50
+        ms (with ``render_ms`` as ``render_write``), latency p50/p95 ms, and ``source``'s drops,
+        reconnects, skips and end state."""
         stages = dict(self.stages)
         if render_ms:
             stages["render_write"] = render_ms

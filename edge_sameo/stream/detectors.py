@@ -59,6 +59,8 @@ class Detections:
         track_ids: Any = None,
         names: Mapping[int, str] | None = None,
     ) -> Detections:
+        """Detections from array-likes: boxes reshaped to (N, 4) float32 XYXY pixels;
+        missing scores are 1, class ids 0, track ids -1."""
         b = np.asarray(boxes, np.float32).reshape(-1, 4)
         n = len(b)
         return Detections(
@@ -74,6 +76,7 @@ class Detections:
         )
 
     def select(self, keep: NDArray[np.bool_]) -> Detections:
+        """The detections where the (N,) bool ``keep`` is true."""
         return Detections(
             self.boxes[keep],
             self.scores[keep],
@@ -84,6 +87,9 @@ class Detections:
 
 
 class Detector(Protocol):
+    """A frame's detector: ``detector(frame)`` -> :class:`Detections` in the frame's
+    pixels; ``names`` maps class ids to names."""
+
     names: Mapping[int, str]
 
     def __call__(self, frame: Frame) -> Detections: ...

@@ -26,6 +26,7 @@ class FrameLimit(FrameSource):
         return getattr(self.inner, name)
 
     def frames(self) -> Generator[Frame, None, None]:
+        """The first ``limit`` frames of ``inner``; the inner generator is closed after."""
         frames = self.inner.frames()
         try:
             # range first: zip stops at the limit without reading one frame more.
@@ -35,10 +36,13 @@ class FrameLimit(FrameSource):
             frames.close()  # the inner source ends as it does after its last frame
 
     def stop(self) -> None:
+        """Ask ``inner`` to stop."""
         self.inner.stop()
 
     def close(self) -> None:
+        """Close ``inner``."""
         self.inner.close()
 
     def describe(self) -> str:
+        """``inner``'s description, with ``, first <limit> frames``."""
         return f"{self.inner.describe()}, first {self.limit} frames"

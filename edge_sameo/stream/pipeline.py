@@ -39,6 +39,10 @@ QUEUE_POLICIES = ("auto", "latency", "throughput")
 
 @dataclass(frozen=True)
 class StreamConfig:
+    """How the stream loop runs: stages in threads joined by bounded queues
+    (``pipelined``) or one after another, pacing, the object cap, temporal filtering and
+    the queue policy."""
+
     pipelined: bool = True
     #: Items each queue between two stages holds (capture -> detect -> segment -> write);
     #: under the latency policy the frames' queues hold one.
@@ -81,6 +85,7 @@ class FrameResult:
 
     @property
     def index(self) -> int:
+        """The frame's index in its source."""
         return self.frame.index
 
     def to_json(self) -> dict[str, Any]:
@@ -408,6 +413,8 @@ class WriteStage:
                     self.failure = exc
 
     def put(self, result: FrameResult) -> None:
+        """Hand ``result`` to the writer: queued for the writer thread (blocking while the
+        queue is full), or written at once without one; re-raises an earlier write failure."""
         if self.thread is None:
             self.writer(result)
             return

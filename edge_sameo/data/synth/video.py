@@ -45,6 +45,7 @@ class Static:
     at: Point
 
     def centre(self, t: float) -> Point:
+        """``at`` at every clip time ``t``."""
         return self.at
 
 
@@ -58,6 +59,7 @@ class Linear:
     warp: TimeWarp
 
     def centre(self, t: float) -> Point:
+        """The centre (x, y) in image pixels at clip time ``t`` in [0, 1]."""
         u = self.warp(t)
         (x0, y0), (x1, y1) = self.start, self.end
         return x0 + u * (x1 - x0), y0 + u * (y1 - y0)
@@ -75,6 +77,7 @@ class Curved:
     warp: TimeWarp
 
     def centre(self, t: float) -> Point:
+        """The centre (x, y) in image pixels at clip time ``t`` in [0, 1]."""
         u = self.warp(t)
         q = 1 - u
         (x0, y0), (x1, y1), (cx, cy) = self.start, self.end, self.control
@@ -93,6 +96,7 @@ class Bouncing:
     warp: TimeWarp
 
     def centre(self, t: float) -> Point:
+        """The centre (x, y) in image pixels at clip time ``t`` in [0, 1]."""
         u = self.warp(t)
         (x0, y0), (vx, vy), (lox, loy, hix, hiy) = self.start, self.velocity, self.box
         return _fold(x0 + vx * u, lox, hix), _fold(y0 + vy * u, loy, hiy)
@@ -110,6 +114,8 @@ class Through:
     t_via: float
 
     def centre(self, t: float) -> Point:
+        """The centre (x, y) in image pixels at clip time ``t`` in [0, 1] (``via`` at
+        ``t_via``)."""
         (x0, y0), (x1, y1), (vx, vy), tc = self.start, self.end, self.via, self.t_via
         if t <= tc:
             s = t / tc
@@ -134,6 +140,7 @@ class Track:
         return self.motion.kind
 
     def centre(self, t: float) -> Point:
+        """The sprite's centre (x, y) in image pixels at clip time ``t`` in [0, 1]."""
         return self.motion.centre(t)
 
 
