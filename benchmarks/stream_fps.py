@@ -16,7 +16,7 @@ from typing import Any
 
 from edge_sameo import AmodalPredictor, bundled
 from edge_sameo.backends.registry import create_backend
-from edge_sameo.commands.build import on_demand
+from edge_sameo.engines.on_demand import on_demand
 from edge_sameo.stream import StreamConfig
 from edge_sameo.stream.app import Outputs, run_app
 from edge_sameo.stream.sources import SyntheticVideoSource

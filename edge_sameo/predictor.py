@@ -22,6 +22,9 @@ from edge_sameo.refine import paste_masks, refiner_crops
 if TYPE_CHECKING:
     import supervision as sv
 
+    from edge_sameo.backends.registry import Export
+    from edge_sameo.backends.tensorrt_backend import EngineBuild
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -89,7 +92,10 @@ class AmodalPredictor:
     :class:`Backend`. ``backend``: ``torch``, ``onnxruntime``, ``openvino``,
     ``tensorrt`` or ``auto`` (the fastest available; :attr:`backend` says which).
     The default is ``torch`` for a model or checkpoint (the original numerics, on
-    ``device``) and ``auto`` for an export folder.
+    ``device``) and ``auto`` for an export folder. The runtimes only load: ``export`` /
+    ``build`` (``**edge_sameo.engines.on_demand.on_demand()``) export a model for an ONNX
+    runtime and build TensorRT engines on first use; without them ``auto`` on a model with
+    no cached export runs torch.
 
     >>> predictor = AmodalPredictor(load_model("efficient_sam_vitt.pt"))
     >>> predictor.set_image(rgb)                 # (H, W, 3) uint8 RGB, encoder runs once
@@ -102,6 +108,9 @@ class AmodalPredictor:
         backend: str | None = None,
         precision: str | None = None,
         device: str | torch.device | None = None,
+        *,
+        export: Export | None = None,
+        build: EngineBuild | None = None,
     ) -> None:
         if isinstance(model_or_artifacts, Backend):
             self.backend = model_or_artifacts
@@ -115,7 +124,9 @@ class AmodalPredictor:
             )
             name = backend or ("auto" if is_export else "torch")
             options: dict[str, Any] = {"device": device} if name == "torch" and device else {}
-            self.backend = create_backend(model_or_artifacts, name, precision, **options)
+            self.backend = create_backend(
+                model_or_artifacts, name, precision, export=export, build=build, **options
+            )
         self._embedding: NDArray[np.float32] | None = None
         self._image: NDArray[np.uint8] | None = None
         self._image_hw: tuple[int, int] | None = None

@@ -247,3 +247,30 @@ def test_export_cli_with_a_refiner(tmp_path: Path, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "refiner.onnx: refined_logits ['num_boxes', 2, 32, 32]" in out
     assert "refined_logits" in out.split("rel err:")[1]
+
+
+def test_python_predictor_auto_runs_without_an_export_and_exports_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's Python quickstart in a fresh cache: ``auto`` on a checkpoint with no
+    export runs torch (nothing to load, nothing to export with); with ``**on_demand()``
+    the fastest runtime here exports it once, and later predictors load that export."""
+    from edge_sameo import AmodalPredictor
+    from edge_sameo.backends.registry import auto_choice
+    from edge_sameo.checkpoint import save_model
+    from edge_sameo.engines.on_demand import on_demand
+
+    monkeypatch.setenv("EDGE_SAMEO_CACHE", str(tmp_path / "cache"))
+    save_model(dual_tiny(), tmp_path / "model.pt")
+    fastest = auto_choice()[0]
+    first = AmodalPredictor(tmp_path / "model.pt", backend="auto")
+    assert first.backend.describe().startswith("torch")
+    assert not (tmp_path / "cache").exists()
+    exported = AmodalPredictor(tmp_path / "model.pt", backend="auto", **on_demand())
+    assert exported.backend.describe().startswith(fastest)
+    again = AmodalPredictor(tmp_path / "model.pt", backend="auto")
+    assert again.backend.describe().startswith(fastest)
+    image = np.zeros((96, 128, 3), np.uint8)
+    for predictor in (first, exported):
+        predictor.set_image(image)
+        assert predictor.predict([[10, 10, 60, 50]]).masks.shape == (1, 96, 128)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,8 @@ from edge_sameo.modeling import EfficientSam
 
 if TYPE_CHECKING:
     from edge_sameo.backends.tensorrt_backend import EngineBuild
+
+log = logging.getLogger(__name__)
 
 #: Writes the export of a model (ONNX graphs + ``contract.json``) into a folder.
 Export = Callable[[EfficientSam, Path], object]
@@ -94,6 +97,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDGE_SAMEO_CACHE", Path.home() / ".cache" / "edge-sameo"))
 
 
+def has_export(model: EfficientSam) -> bool:
+    """Whether the export cache holds ``model``'s export (see :func:`export_dir_for`)."""
+    return (cache_root() / "exports" / weights_digest(model) / CONTRACT_FILE).is_file()
+
+
 def export_dir_for(model: EfficientSam, export: Export | None = None) -> Path:
     """The cached export folder of a model; on first use ``export`` writes it there, and
     without ``export`` that is an :class:`InputError` saying how to export."""
@@ -135,8 +143,17 @@ def create_backend(
     what exists already is loaded.
     """
     is_export = isinstance(source, (str, Path)) and (Path(source) / CONTRACT_FILE).is_file()
+    model = None if is_export else _as_model(source)
     if backend == "auto":
         backend, auto_precision = auto_choice()
+        if model is not None and backend != "torch" and export is None and not has_export(model):
+            # Nothing to load for an ONNX runtime and nothing handed to export with: the
+            # runtime that needs no export (pass export=, e.g. **on_demand(), for the other).
+            log.info(
+                "auto: no export of this model is cached and no exporter was given; "
+                "running it on torch (edge_sameo.engines.on_demand exports it on first use)"
+            )
+            backend, auto_precision = "torch", "fp32"
         precision = precision or auto_precision
     cls = backend_class(backend)
     if not is_available(backend):
@@ -153,9 +170,11 @@ def create_backend(
     if backend == "torch":
         if is_export:
             raise InputError("the torch backend needs a checkpoint or model, not an export folder")
-        return factory(_as_model(source), precision, **options)
+        assert model is not None
+        return factory(model, precision, **options)
     if backend == "tensorrt":
         options = {**options, "build": build}
     if isinstance(source, (str, Path)) and is_export:
         return factory(Path(source), precision, **options)
-    return factory(export_dir_for(_as_model(source), export), precision, **options)
+    assert model is not None
+    return factory(export_dir_for(model, export), precision, **options)

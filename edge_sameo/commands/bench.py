@@ -60,7 +60,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge_sameo.bench import BenchConfig, markdown_table, run_bench, write_report
     from edge_sameo.checkpoint import load_model_or_config
-    from edge_sameo.commands.build import on_demand
+    from edge_sameo.engines.on_demand import on_demand
     from edge_sameo.errors import InputError
     from edge_sameo.io import read_image
     from edge_sameo.seeded import reference_image
@@ -110,7 +110,7 @@ def compare(
     """``--baseline``: both models side by side on each runtime (see ``run_compare``)."""
     from edge_sameo.bench import compare_table, run_compare, write_compare
     from edge_sameo.checkpoint import load_model_or_config
-    from edge_sameo.commands.build import on_demand
+    from edge_sameo.engines.on_demand import on_demand
 
     baseline, base_label = load_model_or_config(args.baseline)
     print(f"model: {label}; baseline: {base_label}; image {image.shape[1]}x{image.shape[0]}")

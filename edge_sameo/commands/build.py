@@ -1,35 +1,13 @@
 """``edge-sameo build``: TensorRT engines from an export folder (reused from the engine cache
-when the graph, TensorRT, GPU and options are unchanged); and :func:`on_demand`, what the
-other commands let a runtime make when it is missing."""
+when the graph, TensorRT, GPU and options are unchanged)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any
 
 from edge_sameo.precision import ENGINE_PRECISIONS, RUNTIME_PRECISIONS
-
-if TYPE_CHECKING:
-    from edge_sameo.backends.registry import Export
-    from edge_sameo.backends.tensorrt_backend import EngineBuild
-
-
-class OnDemand(TypedDict):
-    """Keywords of :func:`~edge_sameo.backends.registry.create_backend` (and of ``bench``'s
-    runners): how a runtime gets what it would otherwise only load."""
-
-    export: Export
-    build: EngineBuild
-
-
-def on_demand() -> OnDemand:
-    """From the command line a runtime exports a checkpoint and builds TensorRT engines on
-    first use (the runtime itself only loads them): ``create_backend(..., **on_demand())``."""
-    from edge_sameo.engines.export import export_to
-    from edge_sameo.engines.tensorrt_build import build_for_runtime
-
-    return {"export": export_to, "build": build_for_runtime}
 
 
 def register(sub: Any) -> None:

@@ -267,7 +267,7 @@ def make_predictor(args: argparse.Namespace) -> Any:
     and ``--backend``/``--precision``; a TensorRT engine is built on demand."""
     from edge_sameo import AmodalPredictor, bundled
     from edge_sameo.backends.registry import create_backend
-    from edge_sameo.commands.build import on_demand
+    from edge_sameo.engines.on_demand import on_demand
 
     sam = Path(args.sam) if args.sam else bundled.NANO
     if not sam.exists():
