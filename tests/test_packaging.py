@@ -36,15 +36,20 @@ def test_wheel_layout(wheel: Path) -> None:
     assert top == {"edge_sameo"}  # no `train`, `calib` or `engines` in site-packages
     for sub in ("train", "calib", "engines"):
         assert f"edge_sameo/{sub}/__init__.py" in names
-    for model in (
-        "edge_sameo/models/nano/nano.pt",
-        "edge_sameo/models/detector/yolov8n_synth.pt",
-        "edge_sameo/models/detector/yolov8n_synth_openvino_model/yolov8n_synth.xml",
-        "edge_sameo/models/detector/yolov8n_synth_openvino_model/yolov8n_synth.bin",
-        "edge_sameo/models/detector/yolov8n_synth_int8_openvino_model/yolov8n_synth.xml",
-        "edge_sameo/engines/trt_onnx_ops/trt10.1.tsv",
-    ):
-        assert model in names
+    assert "edge_sameo/engines/trt_onnx_ops/trt10.1.tsv" in names
+    # exactly the bundled models (no experiment folder that happens to lie beside them)
+    ov = ("yolov8n_synth.xml", "yolov8n_synth.bin", "metadata.yaml")
+    expected = {
+        *(
+            f"nano/{f}"
+            for f in ("nano.pt", "nano_sameo_decoder.pt", "metrics.json", "MODEL_CARD.md")
+        ),
+        *(f"detector/{f}" for f in ("yolov8n_synth.pt", "metrics.json", "MODEL_CARD.md")),
+        *(f"detector/yolov8n_synth_openvino_model/{f}" for f in ov),
+        *(f"detector/yolov8n_synth_int8_openvino_model/{f}" for f in ov),
+    }
+    models = {n.removeprefix("edge_sameo/models/") for n in names if "/models/" in n}
+    assert models == expected
 
 
 @pytest.mark.slow

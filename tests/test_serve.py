@@ -192,7 +192,7 @@ def stalled_client(url: str) -> Iterator[socket.socket]:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((host, int(port)))
-    sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(f"GET /stream.mjpg HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
     try:
         yield sock
     finally:
@@ -299,6 +299,29 @@ def test_live_view_before_a_frame_and_after_close() -> None:
     assert refused(url)
     with LiveView("127.0.0.1", view.port) as again:  # the port is free again at once
         assert again.port == view.port
+
+
+def test_only_requests_naming_this_machine_are_answered_on_loopback() -> None:
+    """DNS rebinding: a page elsewhere whose name resolves to 127.0.0.1 sends its own name
+    as Host; the view bound to this machine refuses it (403) and answers local names."""
+    with LiveView("127.0.0.1", 0) as view:
+        local = (f"localhost:{view.port}", 200), (f"127.0.0.1:{view.port}", 200)
+        for host, status in (("evil.example", 403), ("localhost.evil.example", 403), *local):
+            with socket.create_connection(("127.0.0.1", view.port), timeout=5) as conn:
+                conn.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                assert conn.recv(64).split()[1] == str(status).encode(), host
+    with pytest.raises(InputError, match="empty address"):
+        LiveView("", 0)
+
+
+def test_the_view_asks_for_the_drawn_frame_only_while_someone_watches() -> None:
+    with LiveView("127.0.0.1", 0) as view:
+        assert not view.wants_image
+        with urllib.request.urlopen(view.url + "stream.mjpg", timeout=5):
+            deadline = time.monotonic() + 5
+            while not view.wants_image and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert view.wants_image
 
 
 def test_a_client_before_the_first_frame_gets_the_frames_written() -> None:

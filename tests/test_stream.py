@@ -502,8 +502,16 @@ def test_queue_policy_drops_stale_frames_only_for_latency(
     the oldest one waiting (counted as dropped), the throughput policy processes them all."""
     source = synth(30)
     config = StreamConfig(max_fps=200, queue_policy=policy)
-    indices = [r.index for r in stream(source, SlowDetector(), predictor, config)]
+    workers: set[str] = set()
+    indices = []
+    for r in stream(source, SlowDetector(), predictor, config):
+        indices.append(r.index)
+        workers |= {t.name for t in threading.enumerate()}
     assert indices == sorted(indices) and len(indices) + source.dropped == 30
+    # latency: one worker detects and segments the newest frame (two stages would compete
+    # for the cores); throughput: the two stages overlap
+    expected = {"detect-segment"} if policy == "latency" else {"detect", "segment"}
+    assert workers & {"detect-segment", "detect", "segment"} == expected
     if policy == "latency":
         assert source.dropped > 0
     else:

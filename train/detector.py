@@ -117,6 +117,14 @@ def quantize_detector(
     from edge_sameo.errors import MissingDependencyError
     from edge_sameo.safety import check_detector_file
 
+    # checked before anything is written
+    if not weights.is_file():
+        raise InputError(f"detector weights not found: {weights}")
+    if imgsz < 32 or imgsz % 32:
+        raise InputError(f"--imgsz must be a multiple of 32 (the detector's stride), not {imgsz}")
+    if count < 1:
+        raise InputError(f"--count must be at least 1, got {count}")
+
     if importlib.util.find_spec("nncf") is None:  # ultralytics would pip-install it
         raise MissingDependencyError('INT8 quantisation needs NNCF: pip install "edge-sameo[int8]"')
     check_detector_file(weights)

@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
             report(exc.summary, backend, out / "demo_summary.json", {"backend": backend})
         print("interrupted: every finished frame is on disk")
         raise
+    finally:
+        if view is not None:  # the outputs close it; not a run refused before its start
+            view.close()
     print_summary(summary, backend)
     dataset = parse_amodal_coco(gt.doc, source="synthetic ground truth")
     # Class-agnostic, as in the SAMEO paper: the masks do not depend on the detector's class.

@@ -148,8 +148,16 @@ class Writer:
         if self.progress is not None:
             self.progress.close()
         kept: list[tuple[Path, Path | None]] = []
+        failure: BaseException | None = None
         for sink in (self.video, self.jsonl, self.coco, *self.sinks):
-            if sink is not None and (part := sink.close(commit)) is not None:
+            if sink is None:
+                continue
+            try:  # one sink failing to finalise must not leave the others open
+                part = sink.close(commit)
+            except Exception as exc:
+                failure = failure or exc
+                continue
+            if part is not None:
                 kept.append((part, getattr(sink, "path", None)))
         if kept:
             log.warning(
@@ -157,6 +165,8 @@ class Writer:
                 ", ".join(str(part) for part, _ in kept),
                 ", ".join(str(path) for _, path in kept if path is not None),
             )
+        if failure is not None:
+            raise failure
 
 
 @dataclass

@@ -273,9 +273,10 @@ def _pipelined(
 ) -> Generator[FrameResult, None, None]:
     stop = threading.Event()
     latest_only = config.drops_stale_frames(source)
-    # Under the latency policy a frame waits behind at most one other per stage.
+    # Under the latency policy a frame waits behind at most one other, for the one worker
+    # that detects and segments it; else detection and segmentation are two stages.
     q_frames: queue.Queue[Any] = queue.Queue(1 if latest_only else config.queue_size)
-    q_detected: queue.Queue[Any] = queue.Queue(1 if latest_only else config.queue_size)
+    q_detected: queue.Queue[Any] = queue.Queue(config.queue_size)
     q_out: queue.Queue[Any] = queue.Queue(config.queue_size)
 
     def put(q: queue.Queue[Any], item: Any) -> bool:
@@ -301,8 +302,8 @@ def _pipelined(
                     pass
         return False
 
-    # Under the latency policy a frame that finds the detector's or the segmenter's queue
-    # full replaces the oldest one there; results always wait their turn.
+    # Under the latency policy a frame that finds the worker's queue full replaces the
+    # oldest one there; results always wait their turn.
     send_fresh = put_latest if latest_only else put
 
     def capture() -> None:
@@ -358,7 +359,7 @@ def _pipelined(
         threads += [
             threading.Thread(
                 target=stage,
-                args=(detect, q_frames, q_detected, send_fresh),
+                args=(detect, q_frames, q_detected, put),
                 name="detect",
                 daemon=True,
             ),

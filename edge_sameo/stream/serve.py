@@ -62,7 +62,6 @@ class LiveView:
     quality, 1..100. Raises :class:`InputError` when the address cannot be listened on
     (a port in use, an address not of this machine)."""
 
-    wants_image = True
     #: No file: nothing to keep for a failed run.
     path: Path | None = None
 
@@ -75,6 +74,8 @@ class LiveView:
     ) -> None:
         if not 0 <= port <= 65535:
             raise InputError(f"--serve: expected a port in 0..65535, got {port}")
+        if not host.strip():  # "" would listen on every network (an unset shell variable)
+            raise InputError("--serve-host: empty address; give 127.0.0.1, or 0.0.0.0 for all")
         if not 1 <= quality <= 100:
             raise InputError(f"JPEG quality must be in 1..100, got {quality}")
         self.source = source
@@ -102,6 +103,11 @@ class LiveView:
             target=self._server.serve_forever, args=(0.2,), name="live-view", daemon=True
         )
         self._thread.start()
+
+    @property
+    def wants_image(self) -> bool:
+        """The annotated frame is drawn for the view only while someone watches the stream."""
+        return self._clients > 0
 
     def write(
         self, result: FrameResult, record: dict[str, Any], annotated: NDArray[np.uint8] | None
@@ -250,6 +256,9 @@ class _Server(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         self.lock = threading.Lock()
         super().__init__(address, _Handler)
+        # Bound to this machine only: answer requests that name this machine only, so a web
+        # page elsewhere cannot reach the camera through DNS rebinding.
+        self.loopback = _local_host(str(self.server_address[0]))
 
     def server_bind(self) -> None:
         # HTTPServer's own also resolves the host's name (socket.getfqdn): a reverse DNS
@@ -280,6 +289,21 @@ class _Server(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:  # already gone
                 pass
+
+
+def _local_host(header: str) -> bool:
+    """Whether an HTTP ``Host`` header (or a bare address) names this machine
+    (``localhost``, 127.0.0.0/8, ::1)."""
+    try:
+        name = urlsplit(f"//{header}").hostname or header  # a bare IPv6 address: "::1"
+    except ValueError:
+        return False
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _bind(host: str, port: int, view: LiveView) -> _Server:
@@ -314,6 +338,9 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("live view: " + format, *args)
 
     def do_GET(self) -> None:
+        if self.server.loopback and not _local_host(self.headers.get("Host", "")):
+            self._send(403, b"forbidden: not a local Host\n", "text/plain; charset=utf-8")
+            return
         url = urlsplit(self.path)
         routes: dict[str, Callable[[dict[str, list[str]]], None]] = {
             "/": self._page,
