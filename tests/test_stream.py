@@ -254,6 +254,25 @@ def test_replay_detector_reads_coco_ground_truth_and_results(tmp_path: Path) -> 
     results.write_text(json.dumps(rows))
     r = ReplayDetector(results)(Frame(1, 0.0, image))
     assert r.boxes.tolist() == [[1, 2, 11, 22]] and r.scores.tolist() == [0.25]
+    # a plain COCO ground truth with boxes only: its bbox (visible_bbox where it has one)
+    boxes_only = {
+        "images": [{"id": 1, "file_name": "a.png", "width": w, "height": h, "frame_index": None}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 2, "bbox": [1, 2, 10, 20]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 20],
+             "visible_bbox": [5, 5, 8, 20], "track_id": 9},
+        ],
+        "categories": [{"id": 1, "name": "box"}, {"id": 2, "name": "can"}],
+    }  # fmt: skip
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(boxes_only))
+    p = ReplayDetector(plain)(Frame(0, 0.0, image))
+    assert p.boxes.tolist() == [[1, 2, 11, 22], [5, 5, 13, 25]]
+    assert p.track_ids.tolist() == [-1, 9] and p.class_ids.tolist() == [2, 1]
+    del boxes_only["annotations"][0]["bbox"]
+    plain.write_text(json.dumps(boxes_only))
+    with pytest.raises(InputError, match="not a COCO ground truth with boxes"):
+        ReplayDetector(plain)
 
 
 def test_ultralytics_adapter_duck_types() -> None:

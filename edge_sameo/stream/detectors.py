@@ -205,6 +205,9 @@ class ReplayDetector:
         from edge_sameo.data.coco_amodal import parse_amodal_coco
         from edge_sameo.masks import rle_xywh
 
+        if not all("segmentation" in a for a in doc.get("annotations") or []):
+            self._from_boxes(doc, box)
+            return
         dataset = parse_amodal_coco(doc, source=str(self.path), require_visible=False)
         self.names.update({int(c["id"]): str(c["name"]) for c in dataset.categories})
         for a in dataset.annotations:
@@ -214,6 +217,29 @@ class ReplayDetector:
             score = float(a.extra.get("score", 1.0))
             track = -1 if a.track_id is None else a.track_id
             self._add(frame, rle_xywh(mask), score, a.category_id, track)
+
+    def _from_boxes(self, doc: dict[str, Any], box: str) -> None:
+        """A plain COCO ground truth with boxes only: ``visible_bbox`` where the file has it
+        and ``box="visible"``, else ``bbox`` (XYWH pixels)."""
+        try:
+            frames = {
+                int(img["id"]): int(img["id"]) - 1
+                if img.get("frame_index") is None
+                else int(img["frame_index"])
+                for img in doc["images"]
+            }
+            self.names.update({int(c["id"]): str(c["name"]) for c in doc.get("categories", [])})
+            for a in doc["annotations"]:
+                xywh = a.get("visible_bbox") if box == "visible" else None
+                self._add(
+                    frames[int(a["image_id"])],
+                    [float(v) for v in (xywh or a["bbox"])],
+                    float(a.get("score", 1.0)),
+                    int(a["category_id"]),
+                    int(a.get("track_id", -1)),
+                )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{self.path}: not a COCO ground truth with boxes ({exc!r})") from None
 
     def _add(self, frame: int, xywh: list[float], score: float, class_id: int, track: int) -> None:
         """One XYWH pixel box of ``frame``; an empty one (fully hidden) is no detection."""
