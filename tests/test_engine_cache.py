@@ -191,3 +191,15 @@ def test_find_needs_the_onnx_file_in_the_key(tmp_path: Path) -> None:
     cache.get_or_build("e", key(), Builds())  # options without ONNX_FILE_OPTION
     found = cache.find("e", ORIN, tmp_path)
     assert not found.hit and found.reason == "sidecar does not name the ONNX file"
+
+
+def test_find_refuses_an_engine_of_another_graph_file(tmp_path: Path) -> None:
+    """After ``edge-sameo calibrate`` wrote ``encoder.int8.onnx``, the builder takes it: an
+    engine built earlier from ``encoder.onnx`` is not what a build would give now."""
+    plain = tmp_path / "encoder.onnx"
+    plain.write_bytes(b"graph")
+    cache = EngineCache(tmp_path / "engines")
+    cache.get_or_build("encoder.int8", onnx_key(plain), Builds())
+    assert cache.find("encoder.int8", ORIN, tmp_path, "encoder.onnx").hit
+    found = cache.find("encoder.int8", ORIN, tmp_path, "encoder.int8.onnx")
+    assert not found.hit and found.reason == "built from encoder.onnx, not from encoder.int8.onnx"

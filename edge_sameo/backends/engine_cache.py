@@ -180,10 +180,18 @@ class EngineCache:
             return CacheLookup(path, False, "built for other inputs: " + "; ".join(diffs))
         return self._intact(path, meta)
 
-    def find(self, name: str, platform: PlatformFacts, onnx_dir: str | Path) -> CacheLookup:
+    def find(
+        self,
+        name: str,
+        platform: PlatformFacts,
+        onnx_dir: str | Path,
+        onnx_file: str | None = None,
+    ) -> CacheLookup:
         """The cached engine ``name`` when this machine can load it as it is, whatever builder
         options made it: built by this TensorRT for this GPU, from the ONNX file that is in
-        ``onnx_dir`` now (same sha256), and unchanged since. Never raises on a bad sidecar."""
+        ``onnx_dir`` now (same sha256) — from ``onnx_file`` when given (the file the builder
+        would take now, e.g. a calibrated ``encoder.int8.onnx``) — and unchanged since.
+        Never raises on a bad sidecar."""
         path = self.engine_path(name)
         if not path.is_file():
             return CacheLookup(path, False, "no cached engine")
@@ -202,10 +210,12 @@ class EngineCache:
         if diffs:
             return CacheLookup(path, False, "built on another platform: " + "; ".join(diffs))
         options = stored.get("options")
-        onnx_file = options.get(ONNX_FILE_OPTION) if isinstance(options, dict) else None
-        if not isinstance(onnx_file, str):
+        built_from = options.get(ONNX_FILE_OPTION) if isinstance(options, dict) else None
+        if not isinstance(built_from, str):
             return CacheLookup(path, False, "sidecar does not name the ONNX file")
-        onnx = Path(onnx_dir) / onnx_file
+        if onnx_file is not None and built_from != onnx_file:
+            return CacheLookup(path, False, f"built from {built_from}, not from {onnx_file}")
+        onnx = Path(onnx_dir) / built_from
         try:
             if file_sha256(onnx) != stored.get("onnx_sha256"):
                 return CacheLookup(path, False, f"{onnx} changed since the engine was built")

@@ -36,6 +36,7 @@ from edge_sameo.contract import (
     REFINED_LOGITS,
     ExportContract,
     GraphContract,
+    precision_onnx_path,
 )
 from edge_sameo.errors import EdgeSameoError, InputError
 from edge_sameo.precision import RUNTIME_PRECISIONS
@@ -265,7 +266,10 @@ class TensorRTBackend(Backend):
         facts = platform_facts(trt_module, self._cuda)
         engines = {}
         for graph in self.contract.graphs:
-            found = cache.find(engine_name(graph.name, self.precision), facts, export_dir)
+            # The builder takes <graph>.<precision>.onnx (from calibrate) where it exists.
+            variant = precision_onnx_path(export_dir, graph.file, self.precision)
+            source = variant.name if variant.is_file() else graph.file
+            found = cache.find(engine_name(graph.name, self.precision), facts, export_dir, source)
             if not found.hit:
                 out = "" if engine_dir == export_dir else f" --out {engine_dir}"
                 raise InputError(
