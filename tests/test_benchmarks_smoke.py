@@ -53,10 +53,16 @@ def second_world(tmp: Path) -> None:
 
 def stream_fps(tmp: Path) -> None:
     run_script("stream_fps", "--frames", "4", "--detector", "gt", "--backend", "torch",
-               "--write", "--json", "fps.json", cwd=tmp)  # fmt: skip
+               "--write", "--rounds", "2", "--json", "fps.json", cwd=tmp)  # fmt: skip
     report = json.loads((tmp / "fps.json").read_text())
-    for mode in ("sequential", "pipelined"):
-        assert report[mode]["frames"] == 4 and report[mode]["fps"] > 0
+    for mode in ("sequential", "pipelined", "paced"):
+        runs = report["runs"][mode]
+        assert len(runs) == 2 and all(r["frames"] + r["dropped_frames"] == 4 for r in runs)
+        assert report["medians"][mode]["steady_fps"] > 0
+        assert (
+            report["medians"][mode]["latency_p95_ms"] >= report["medians"][mode]["latency_p50_ms"]
+        )
+    for mode in ("sequential", "pipelined"):  # unpaced: every frame
         assert (tmp / "out" / "stream_fps" / f"{mode}.jsonl").read_text().count("\n") == 4
     assert report["ratio"] > 0
 
