@@ -48,6 +48,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge_sameo.commands.run import (
         DetectorOptions,
+        ModelOptions,
         make_detector,
         make_predictor,
         open_live_view,
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         detector = make_detector(
             args.detector, DetectorOptions(conf=args.conf, detect_every=args.detect_every)
         )
-        predictor = make_predictor(args)
+        predictor = make_predictor(ModelOptions.from_args(args))
     except BaseException:
         if view is not None:
             view.close()

@@ -262,22 +262,37 @@ def _detector(spec: str | None, opts: DetectorOptions) -> Any:
     return YOLODetector(path, opts.conf, classes, opts.max_objects, tracker, opts.imgsz)
 
 
-def make_predictor(args: argparse.Namespace) -> Any:
-    """An :class:`~edge_sameo.AmodalPredictor` on ``--sam`` (default: the bundled nano)
-    and ``--backend``/``--precision``; a TensorRT engine is built on demand."""
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which segmenter ``run`` and ``demo`` load: the flags of the same names."""
+
+    sam: Path | None = None
+    base: Path | None = None
+    backend: str = "auto"
+    precision: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ModelOptions:
+        sam, base = (Path(p) if p else None for p in (args.sam, args.base))
+        return cls(sam, base, args.backend, args.precision)
+
+
+def make_predictor(opts: ModelOptions) -> Any:
+    """An :class:`~edge_sameo.AmodalPredictor` on ``opts.sam`` (default: the bundled nano)
+    and its backend / precision; an export or TensorRT engine is made on demand."""
     from edge_sameo import AmodalPredictor, bundled
     from edge_sameo.backends.registry import create_backend
     from edge_sameo.engines.on_demand import on_demand
 
-    sam = Path(args.sam) if args.sam else bundled.NANO
+    sam = opts.sam or bundled.NANO
     if not sam.exists():
         raise InputError(f"SAM checkpoint/export not found: {sam}")
-    if getattr(args, "base", None):
+    source: Any = sam
+    if opts.base is not None:
         from edge_sameo.checkpoint import load_model
 
-        model = load_model(sam, base=args.base)
-        return AmodalPredictor(create_backend(model, args.backend, args.precision, **on_demand()))
-    return AmodalPredictor(create_backend(sam, args.backend, args.precision, **on_demand()))
+        source = load_model(sam, base=opts.base)
+    return AmodalPredictor(create_backend(source, opts.backend, opts.precision, **on_demand()))
 
 
 def stream_config(args: argparse.Namespace) -> Any:
@@ -365,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
     view = open_live_view(args)
     try:
         detector = make_detector(args.detector, DetectorOptions.from_args(args))
-        predictor = make_predictor(args)
+        predictor = make_predictor(ModelOptions.from_args(args))
         source = open_source(args.source, synth_frames=args.frames or SYNTH_FRAMES, policy=policy)
     except BaseException:
         if view is not None:
