@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from edge_sameo.commands.run import (
         DetectorOptions,
         ModelOptions,
+        live_view,
         make_detector,
         make_predictor,
-        open_live_view,
         print_summary,
         report,
         stream_config,
@@ -71,45 +71,37 @@ def run(args: argparse.Namespace) -> int:
         {k: v for k, v in inputs.items() if v is not None and Path(v).exists()},
         {f"output {name} in --out-dir": path for name, path in files.items()},
     )
-    view = open_live_view(args)
-    try:
+    with live_view(args) as view:
         detector = make_detector(
             args.detector, DetectorOptions(conf=args.conf, detect_every=args.detect_every)
         )
         predictor = make_predictor(ModelOptions.from_args(args))
-    except BaseException:
+        source = SyntheticVideoSource(args.frames, args.seed, (640, 480), 30.0)
+        synth = SynthConfig(size=(640, 480))
+        categories = synth.categories
+        gt = GroundTruthCollector(categories)
+        names = {str(c["name"]): int(str(c["id"])) for c in categories}
+        outputs = Outputs(
+            out / "demo.mp4",
+            out / "demo.jsonl",
+            out / "demo_coco.json",
+            False,
+            names,
+            progress=not args.quiet,
+        )
         if view is not None:
-            view.close()
-        raise
-    source = SyntheticVideoSource(args.frames, args.seed, (640, 480), 30.0)
-    synth = SynthConfig(size=(640, 480))
-    categories = synth.categories
-    gt = GroundTruthCollector(categories)
-    names = {str(c["name"]): int(str(c["id"])) for c in categories}
-    outputs = Outputs(
-        out / "demo.mp4",
-        out / "demo.jsonl",
-        out / "demo_coco.json",
-        False,
-        names,
-        progress=not args.quiet,
-    )
-    if view is not None:  # closed with the other outputs
-        view.source = source
-        outputs.sinks.append(view)
-    backend = predictor.backend.describe()
-    print(f"demo: {source.describe()}; segmenter: {backend}")
-    try:
-        summary = run_app(source, detector, predictor, stream_config(args), outputs, gt)
-    except Interrupted as exc:
-        # As ``run`` does: the frames done are on disk; no accuracy for a cut video.
-        if exc.summary is not None:
-            report(exc.summary, backend, out / "demo_summary.json", {"backend": backend})
-        print("interrupted: every finished frame is on disk")
-        raise
-    finally:
-        if view is not None:  # the outputs close it; not a run refused before its start
-            view.close()
+            view.source = source
+            outputs.sinks.append(view)
+        backend = predictor.backend.describe()
+        print(f"demo: {source.describe()}; segmenter: {backend}")
+        try:
+            summary = run_app(source, detector, predictor, stream_config(args), outputs, gt)
+        except Interrupted as exc:
+            # As ``run`` does: the frames done are on disk; no accuracy for a cut video.
+            if exc.summary is not None:
+                report(exc.summary, backend, out / "demo_summary.json", {"backend": backend})
+            print("interrupted: every finished frame is on disk")
+            raise
     print_summary(summary, backend)
     dataset = parse_amodal_coco(gt.doc, source="synthetic ground truth")
     # Class-agnostic, as in the SAMEO paper: the masks do not depend on the detector's class.

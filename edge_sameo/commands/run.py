@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,17 +182,20 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def open_live_view(args: argparse.Namespace) -> Any:
-    """The ``--serve`` live view (listening from now on, so a port in use fails before the
-    models load), or None."""
+@contextlib.contextmanager
+def live_view(args: argparse.Namespace) -> Iterator[Any]:
+    """The ``--serve`` live view, or None: listening from the start of the block (a port in
+    use fails before the models load), closed at its end on every path (the outputs close it
+    too; closing twice is harmless)."""
     if args.serve is None:
-        return None
+        yield None
+        return
     from edge_sameo.stream.serve import LiveView
 
-    view = LiveView(args.serve_host, args.serve)
-    # flushed: a service manager's journal or a pipe shows the URL at once
-    print(f"serving the live view on {view.url}", flush=True)
-    return view
+    with LiveView(args.serve_host, args.serve) as view:
+        # flushed: a service manager's journal or a pipe shows the URL at once
+        print(f"serving the live view on {view.url}", flush=True)
+        yield view
 
 
 def make_recording(args: argparse.Namespace) -> Any:
@@ -377,35 +382,27 @@ def run(args: argparse.Namespace) -> int:
     recording = make_recording(args)  # a missing mcap package is refused before the models load
     cfg = stream_config(args)
     policy = ReconnectPolicy(give_up_s=args.reconnect_timeout)
-    view = open_live_view(args)
-    try:
+    with live_view(args) as view:
         detector = make_detector(args.detector, DetectorOptions.from_args(args))
         predictor = make_predictor(ModelOptions.from_args(args))
         source = open_source(args.source, synth_frames=args.frames or SYNTH_FRAMES, policy=policy)
-    except BaseException:
+        if args.frames is not None and not isinstance(source, SyntheticVideoSource):
+            source = FrameLimit(source, args.frames)
+        backend = predictor.backend.describe()
+        print(f"source: {source.describe()}; segmenter: {backend}")
+        outputs = Outputs(args.out, args.jsonl, args.coco, args.show, progress=not args.quiet)
+        if recording is not None:
+            outputs.sinks.append(recording)
         if view is not None:
-            view.close()
-        raise
-    if args.frames is not None and not isinstance(source, SyntheticVideoSource):
-        source = FrameLimit(source, args.frames)
-    backend = predictor.backend.describe()
-    print(f"source: {source.describe()}; segmenter: {backend}")
-    outputs = Outputs(args.out, args.jsonl, args.coco, args.show, progress=not args.quiet)
-    if recording is not None:
-        outputs.sinks.append(recording)
-    if view is not None:
-        view.source = source
-        outputs.sinks.append(view)
-    try:
-        summary = run_app(source, detector, predictor, cfg, outputs)
-    except Interrupted as exc:
-        if exc.summary is not None:
-            report(exc.summary, backend, args.summary)
-        print("interrupted: every finished frame is on disk")
-        raise
-    finally:
-        if view is not None:  # the outputs close it; not a run refused before its start
-            view.close()
+            view.source = source
+            outputs.sinks.append(view)
+        try:
+            summary = run_app(source, detector, predictor, cfg, outputs)
+        except Interrupted as exc:
+            if exc.summary is not None:
+                report(exc.summary, backend, args.summary)
+            print("interrupted: every finished frame is on disk")
+            raise
     report(summary, backend, args.summary)
     written = [str(p) for p in (args.out, args.jsonl, args.coco, args.mcap) if p]
     if written:
