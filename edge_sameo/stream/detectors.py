@@ -186,17 +186,24 @@ class ReplayDetector:
                 )
 
     def _from_coco(self, doc: Any, box: str) -> None:
-        if isinstance(doc, dict):
+        if not isinstance(doc, dict):  # COCO results: a list of detections, frames by image id
+            self._from_boxes(doc, {}, box)
+        elif all("segmentation" in a for a in doc.get("annotations") or []):
             self._from_ground_truth(doc, box)
-            return
-        for a in doc:  # COCO results: a list of detections, frames by image id
-            self._add(
-                int(a["image_id"]) - 1,
-                [float(v) for v in a["bbox"]],
-                float(a.get("score", 1.0)),
-                int(a["category_id"]),
-                int(a.get("track_id", -1)),
-            )
+        else:
+            try:  # a plain COCO ground truth with boxes only
+                frames = {
+                    int(img["id"]): int(img["id"]) - 1
+                    if img.get("frame_index") is None
+                    else int(img["frame_index"])
+                    for img in doc["images"]
+                }
+                self.names.update({int(c["id"]): str(c["name"]) for c in doc.get("categories", [])})
+                self._from_boxes(doc["annotations"], frames, box)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise InputError(
+                    f"{self.path}: not a COCO ground truth with boxes ({exc!r})"
+                ) from None
 
     def _from_ground_truth(self, doc: dict[str, Any], box: str) -> None:
         """A COCO(-amodal) ground truth, read and checked by ``parse_amodal_coco``: the boxes
@@ -205,9 +212,6 @@ class ReplayDetector:
         from edge_sameo.data.coco_amodal import parse_amodal_coco
         from edge_sameo.masks import rle_xywh
 
-        if not all("segmentation" in a for a in doc.get("annotations") or []):
-            self._from_boxes(doc, box)
-            return
         dataset = parse_amodal_coco(doc, source=str(self.path), require_visible=False)
         self.names.update({int(c["id"]): str(c["name"]) for c in dataset.categories})
         for a in dataset.annotations:
@@ -218,28 +222,19 @@ class ReplayDetector:
             track = -1 if a.track_id is None else a.track_id
             self._add(frame, rle_xywh(mask), score, a.category_id, track)
 
-    def _from_boxes(self, doc: dict[str, Any], box: str) -> None:
-        """A plain COCO ground truth with boxes only: ``visible_bbox`` where the file has it
-        and ``box="visible"``, else ``bbox`` (XYWH pixels)."""
-        try:
-            frames = {
-                int(img["id"]): int(img["id"]) - 1
-                if img.get("frame_index") is None
-                else int(img["frame_index"])
-                for img in doc["images"]
-            }
-            self.names.update({int(c["id"]): str(c["name"]) for c in doc.get("categories", [])})
-            for a in doc["annotations"]:
-                xywh = a.get("visible_bbox") if box == "visible" else None
-                self._add(
-                    frames[int(a["image_id"])],
-                    [float(v) for v in (xywh or a["bbox"])],
-                    float(a.get("score", 1.0)),
-                    int(a["category_id"]),
-                    int(a.get("track_id", -1)),
-                )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{self.path}: not a COCO ground truth with boxes ({exc!r})") from None
+    def _from_boxes(self, anns: list[dict[str, Any]], frames: dict[int, int], box: str) -> None:
+        """XYWH pixel boxes: ``visible_bbox`` where an entry has it and ``box="visible"``,
+        else ``bbox``; frames by image id (``image_id - 1`` where ``frames`` has none)."""
+        for a in anns:
+            key = "visible_bbox" if box == "visible" and "visible_bbox" in a else "bbox"
+            image_id = int(a["image_id"])
+            self._add(
+                frames.get(image_id, image_id - 1),
+                [float(v) for v in a[key]],
+                float(a.get("score", 1.0)),
+                int(a["category_id"]),
+                int(a.get("track_id", -1)),
+            )
 
     def _add(self, frame: int, xywh: list[float], score: float, class_id: int, track: int) -> None:
         """One XYWH pixel box of ``frame``; an empty one (fully hidden) is no detection."""
