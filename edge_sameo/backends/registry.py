@@ -97,15 +97,20 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDGE_SAMEO_CACHE", Path.home() / ".cache" / "edge-sameo"))
 
 
-def has_export(model: EfficientSam) -> bool:
-    """Whether the export cache holds ``model``'s export (see :func:`export_dir_for`)."""
-    return (cache_root() / "exports" / weights_digest(model) / CONTRACT_FILE).is_file()
+def cached_export_dir(model: EfficientSam) -> Path:
+    """Where the export cache keeps ``model``'s export (keyed by its configs and weights);
+    the folder may not exist yet."""
+    return cache_root() / "exports" / weights_digest(model)
 
 
 def export_dir_for(model: EfficientSam, export: Export | None = None) -> Path:
     """The cached export folder of a model; on first use ``export`` writes it there, and
     without ``export`` that is an :class:`InputError` saying how to export."""
-    directory = cache_root() / "exports" / weights_digest(model)
+    return _exported(model, cached_export_dir(model), export)
+
+
+def _exported(model: EfficientSam, directory: Path, export: Export | None) -> Path:
+    """``directory`` (the model's cached export folder) once it holds the export."""
     if not (directory / CONTRACT_FILE).is_file():
         if export is None:
             raise InputError(
@@ -144,16 +149,20 @@ def create_backend(
     """
     is_export = isinstance(source, (str, Path)) and (Path(source) / CONTRACT_FILE).is_file()
     model = None if is_export else _as_model(source)
+    directory: Path | None = None  # the model's cached export folder, once looked up
     if backend == "auto":
         backend, auto_precision = auto_choice()
-        if model is not None and backend != "torch" and export is None and not has_export(model):
-            # Nothing to load for an ONNX runtime and nothing handed to export with: the
-            # runtime that needs no export (pass export=, e.g. **on_demand(), for the other).
-            log.info(
-                "auto: no export of this model is cached and no exporter was given; "
-                "running it on torch (edge_sameo.engines.on_demand exports it on first use)"
-            )
-            backend, auto_precision = "torch", "fp32"
+        if model is not None and backend != "torch" and export is None:
+            directory = cached_export_dir(model)
+            if not (directory / CONTRACT_FILE).is_file():
+                # Nothing to load for an ONNX runtime and nothing handed to export with: the
+                # runtime that needs no export (pass export=, e.g. **on_demand(), for the
+                # others).
+                log.info(
+                    "auto: no export of this model is cached and no exporter was given; "
+                    "running it on torch (edge_sameo.engines.on_demand exports it on first use)"
+                )
+                backend, auto_precision = "torch", "fp32"
         precision = precision or auto_precision
     cls = backend_class(backend)
     if not is_available(backend):
@@ -177,4 +186,5 @@ def create_backend(
     if isinstance(source, (str, Path)) and is_export:
         return factory(Path(source), precision, **options)
     assert model is not None
-    return factory(export_dir_for(model, export), precision, **options)
+    directory = _exported(model, directory or cached_export_dir(model), export)
+    return factory(directory, precision, **options)
