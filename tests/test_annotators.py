@@ -25,8 +25,7 @@ from edge_sameo.annotators import (
     color,
     occlusion_label,
 )
-from edge_sameo.commands.segment import prediction_objects
-from edge_sameo.stream.objects import ObjectResult
+from edge_sameo.stream.objects import ObjectResult, prediction_objects
 
 H, W = 120, 160
 
@@ -258,7 +257,7 @@ def test_segment_overlay_fills_outlines_and_labels_each_mask() -> None:
         iou_predictions=np.zeros((2, 3), np.float32),
         boxes=boxes,
     )
-    objects = prediction_objects(result)
+    objects = prediction_objects(result, visible=False)
     assert [o.track_id for o in objects] == [0, 1]
     assert [round(o.score, 2) for o in objects] == [0.91, 0.42]
     out = SEGMENT_RENDERER.render(image, objects)

@@ -14,7 +14,7 @@ from edge_sameo.io import atomic_write_json, image_extension, read_image, write_
 from edge_sameo.masks import encode_rle
 from edge_sameo.paths import check_outputs
 from edge_sameo.predictor import AmodalPredictor, Prediction
-from edge_sameo.stream.objects import ObjectResult
+from edge_sameo.stream.objects import prediction_objects
 
 
 def parse_box(text: str) -> list[float]:
@@ -68,24 +68,6 @@ def prediction_records(result: Prediction) -> list[dict[str, Any]]:
     ]
 
 
-def prediction_objects(result: Prediction) -> list[ObjectResult]:
-    """The predictions as objects to draw: id = the box's index, score = the predicted IoU,
-    box = the prompt, and the mask as both the amodal and the visible mask, so the overlay
-    fills the whole mask."""
-    return [
-        ObjectResult(
-            track_id=i,
-            class_id=-1,
-            class_name="",
-            score=float(result.scores[i]),
-            box=result.boxes[i],
-            amodal=result.masks[i],
-            visible=result.masks[i],
-        )
-        for i in range(len(result))
-    ]
-
-
 def segment_image(
     predictor: AmodalPredictor,
     image: NDArray[np.uint8],
@@ -97,7 +79,7 @@ def segment_image(
     """Run the predictor and write the overlay (and JSON), atomically."""
     predictor.set_image(image)
     result = predictor.predict(boxes)
-    write_image(out, SEGMENT_RENDERER.render(image, prediction_objects(result)))
+    write_image(out, SEGMENT_RENDERER.render(image, prediction_objects(result, visible=False)))
     if json_path is not None:
         atomic_write_json(
             json_path,

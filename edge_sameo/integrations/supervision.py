@@ -25,10 +25,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from edge_sameo.errors import require
-from edge_sameo.stream.objects import ObjectResult, assign_order
+from edge_sameo.stream.objects import ObjectResult, assign_order, prediction_objects
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -82,14 +81,6 @@ def prediction_to_detections(prediction: Prediction) -> sv.Detections:
     decoder the visible mask is the amodal one (occlusion 0), as in the stream; the depth
     order is decided between the prediction's masks as the stream does."""
     h, w = prediction.masks.shape[1:]
-    visible: NDArray[np.bool_] = (
-        prediction.visible_masks if prediction.visible_masks is not None else prediction.masks
-    )
-    objects = [
-        ObjectResult(i, 0, "", float(s), b, a, v)
-        for i, (s, b, a, v) in enumerate(
-            zip(prediction.scores, prediction.boxes, prediction.masks, visible, strict=True)
-        )
-    ]
+    objects = prediction_objects(prediction)
     assign_order(objects)
     return objects_to_detections(objects, (h, w), tracked=False)

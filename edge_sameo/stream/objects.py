@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edge_sameo.masks import encode_rle
+
+if TYPE_CHECKING:
+    from edge_sameo.predictor import Prediction
 
 
 @dataclass
@@ -60,6 +63,26 @@ class ObjectResult:
             "occluded_by": [int(t) for t in self.occluded_by],
             "persisted": self.persisted,
         }
+
+
+def prediction_objects(prediction: Prediction, visible: bool = True) -> list[ObjectResult]:
+    """A predictor's result as objects (no class, no tracking): id = the box's index, score =
+    the predicted IoU, box = the prompt, the amodal mask, and the visible mask when
+    ``visible`` and the model has a visible head, else the amodal mask again (occlusion 0;
+    an overlay then fills the whole mask). The depth order is left at 0."""
+    shown = prediction.visible_masks if visible and prediction.visible_masks is not None else None
+    return [
+        ObjectResult(
+            track_id=i,
+            class_id=-1,
+            class_name="",
+            score=float(prediction.scores[i]),
+            box=prediction.boxes[i],
+            amodal=prediction.masks[i],
+            visible=prediction.masks[i] if shown is None else shown[i],
+        )
+        for i in range(len(prediction))
+    ]
 
 
 def in_front(a: ObjectResult, b: ObjectResult, min_pixels: int = 20) -> bool | None:
