@@ -109,6 +109,16 @@ def soak(tmp: Path) -> None:
     assert row["rss_samples"]
 
 
+def temporal_replay(tmp: Path) -> None:
+    run_script("temporal_replay", "--seeds", "5", "--frames", "6", "--work", "w", "--json",
+               "t.json", cwd=tmp)  # fmt: skip
+    report = json.loads((tmp / "t.json").read_text())
+    assert (tmp / "w" / "5" / "demo.jsonl").read_text().count("\n") == 6
+    rows = report["settings"]
+    assert set(rows) == {"off", "persistence 30", "persistence 30 + shape memory"}
+    assert all(0 <= r["mean"]["AP50"] <= 1 for r in rows.values())
+
+
 #: One tiny real run per script; the ones that load models or start the app are ``slow``.
 RUNS: dict[str, Callable[[Path], None]] = {
     "synth_speed": synth_speed,
@@ -118,8 +128,9 @@ RUNS: dict[str, Callable[[Path], None]] = {
     "gpu_runbook": gpu_runbook,
     "detector_by_occlusion": detector_by_occlusion,
     "soak": soak,
+    "temporal_replay": temporal_replay,
 }
-SLOW = {"stream_fps", "gpu_runbook", "detector_by_occlusion", "soak"}
+SLOW = {"stream_fps", "gpu_runbook", "detector_by_occlusion", "soak", "temporal_replay"}
 
 
 def test_every_script_has_a_smoke_run() -> None:

@@ -36,7 +36,13 @@ from edge_sameo.stream import (
 from edge_sameo.stream.app import Outputs, run_app
 from edge_sameo.stream.detectors import from_ultralytics
 from edge_sameo.stream.sources import Frame, LiveSource, SyntheticVideoSource, VideoFileSource
-from edge_sameo.stream.temporal import VELOCITY_DECAY, VELOCITY_MOMENTUM, TemporalFilter
+from edge_sameo.stream.temporal import (
+    VELOCITY_DECAY,
+    VELOCITY_MOMENTUM,
+    TemporalFilter,
+    align_shape,
+    shift_mask,
+)
 from tests.mjpeg_stream import MjpegServer, jpeg_frames, mjpeg_server
 
 
@@ -200,6 +206,52 @@ def test_persistence_measures_motion_from_the_last_observation_after_a_gap() -> 
     decayed = 3.0 * VELOCITY_DECAY**3  # slowed while carried
     expected = VELOCITY_MOMENTUM * decayed + (1 - VELOCITY_MOMENTUM) * 3.0
     assert f.tracks[3].velocity[0] == pytest.approx(expected, rel=1e-4)
+
+
+def test_align_shape_finds_the_shift_that_holds_the_visible_pixels() -> None:
+    ref = np.zeros((50, 60), bool)
+    ref[10:30, 10:20] = True
+    visible = shift_mask(ref, (7, 3))
+    visible[:, :22] = False  # the left part is hidden
+    found = align_shape(ref, visible, (5, 5), search=8)
+    assert found is not None
+    shift, share = found
+    # dx 7..12 all hold the 5 visible columns: the nearest to the prediction wins
+    assert shift == (7, 3) and share == pytest.approx(1.0)
+    assert align_shape(ref, np.zeros_like(ref), (0, 0), 4) is None
+    np.testing.assert_array_equal(shift_mask(shift_mask(ref, (4, -2)), (-4, 2)), ref)
+    assert not shift_mask(ref, (60, 0)).any()
+
+
+def test_shape_memory_completes_a_partly_hidden_object_with_its_best_seen_shape() -> None:
+    """Seen whole, then sliding behind an occluder while the decoder completes only part
+    of it: the amodal mask gets the whole best-seen shape back at the object's place; a
+    mask that disagrees with the memory (another object under the same id) is kept."""
+    full = np.zeros((60, 80), bool)
+    full[20:34, 10:24] = True
+
+    def at(dx: int, hidden_cols: int = 0, completed_cols: int = 0) -> ObjectResult:
+        amodal = np.roll(full, dx, axis=1)
+        visible = amodal.copy()
+        right = 24 + dx
+        if hidden_cols:
+            visible[:, right - hidden_cols :] = False
+            amodal[:, right - hidden_cols + completed_cols :] = False  # a poor completion
+        return ObjectResult(3, 1, "box", 0.9, mask_to_box(visible), amodal, visible)
+
+    on = TemporalFilter(TemporalConfig(shape_memory=True))
+    off = TemporalFilter(TemporalConfig(persistence=30))
+    for f in (on, off):
+        for dx in (0, 2, 4):
+            f.update([at(dx)])
+    got = on.update([at(6, hidden_cols=8, completed_cols=3)])[0]
+    np.testing.assert_array_equal(got.amodal, np.roll(full, 6, axis=1))
+    kept = off.update([at(6, hidden_cols=8, completed_cols=3)])[0]
+    assert kept.amodal.sum() == 14 * 9  # without the memory, the decoder's mask as it was
+    other = np.zeros_like(full)
+    other[5:12, 40:70] = True  # a different shape: the memory cannot hold it
+    odd = ObjectResult(3, 1, "box", 0.9, mask_to_box(other), other.copy(), other.copy())
+    np.testing.assert_array_equal(on.update([odd])[0].amodal, other)
 
 
 def test_replay_detector_roundtrip(tmp_path: Path, predictor: AmodalPredictor) -> None:

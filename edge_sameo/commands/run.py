@@ -55,7 +55,8 @@ def class_ids(text: str) -> list[int]:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Add the segmenter flags shared by ``run`` and ``demo``: ``--sam``, ``--base``,
-    ``--backend``, ``--precision``, ``--smoothing``, ``--persistence``, ``--sequential``."""
+    ``--backend``, ``--precision``, ``--smoothing``, ``--persistence``, ``--shape-memory``,
+    ``--sequential``."""
     p.add_argument(
         "--sam",
         help="EfficientSAM/SAMEO checkpoint or export folder "
@@ -81,6 +82,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default=30,
         help="frames a fully hidden object is carried on (its best-seen amodal mask moved "
         "at its velocity) before its track is dropped; 0 = off (default 30)",
+    )
+    p.add_argument(
+        "--shape-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="complete a partly hidden object with the amodal mask it had when best seen, "
+        "aligned to its visible pixels (default on)",
     )
     p.add_argument("--sequential", action="store_true", help="run stages one after another")
 
@@ -308,7 +316,7 @@ def stream_config(args: argparse.Namespace) -> Any:
         pipelined=not args.sequential,
         max_fps=getattr(args, "max_fps", None),
         max_objects=getattr(args, "max_objects", 20),
-        temporal=TemporalConfig(args.smoothing, args.persistence),
+        temporal=TemporalConfig(args.smoothing, args.persistence, args.shape_memory),
         queue_policy=getattr(args, "queue", "auto"),
     )
 

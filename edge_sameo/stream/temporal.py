@@ -1,5 +1,6 @@
-"""Temporal stability per track: smoothing of amodal masks across frames, and a short
-persistence of a track's amodal mask while its object is fully hidden.
+"""Temporal stability per track: smoothing of amodal masks across frames, a short
+persistence of a track's amodal mask while its object is fully hidden, and a shape memory
+that completes a partly hidden object with the shape it had when it was best seen.
 
 Both follow the object: the previous mask is shifted by the motion of the track's amodal
 mask before it is blended in. A missing object is carried on at its smoothed velocity,
@@ -23,10 +24,14 @@ from edge_sameo.stream.objects import ObjectResult
 @dataclass(frozen=True)
 class TemporalConfig:
     """``smoothing``: weight of the (motion-compensated) previous soft mask, 0 = off.
-    ``persistence``: frames a missing track's amodal mask is kept, 0 = off."""
+    ``persistence``: frames a missing track's amodal mask is kept, 0 = off.
+    ``shape_memory``: a track more hidden than when it was best seen gets that best-seen
+    amodal mask, aligned to its visible pixels, added to its amodal mask (when the two
+    agree; see :func:`align_shape`)."""
 
     smoothing: float = 0.0
     persistence: int = 0
+    shape_memory: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.smoothing < 1.0:
@@ -36,7 +41,7 @@ class TemporalConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.smoothing > 0 or self.persistence > 0
+        return self.smoothing > 0 or self.persistence > 0 or self.shape_memory
 
 
 @dataclass
@@ -70,6 +75,14 @@ FRESH_SHARE = 0.9
 RELIABLE_SHARE = 0.5
 #: A carried track ends when a current object's amodal mask overlaps its mask this much.
 REAPPEARED_IOU = 0.5
+#: Shape memory: applied while a track shows fewer than this share of its most visible
+#: pixels; the best-seen mask is searched this many pixels around its predicted place,
+#: must hold this share of the visible pixels, and must overlap (IoU) the decoder's amodal
+#: mask this much. Chosen on demo seeds 3001-3005 (docs/experiments/streaming.md).
+MEMORY_HIDDEN_SHARE = 0.9
+MEMORY_SEARCH_PX = 16
+MEMORY_COVER = 0.95
+MEMORY_AGREE_IOU = 0.6
 
 
 def _centre(box: NDArray[np.float32], amodal: NDArray[np.bool_]) -> NDArray[np.float32]:
@@ -86,6 +99,50 @@ def _translate(mask: NDArray[np.float32], d: NDArray[np.float32]) -> NDArray[np.
     m = np.array([[1, 0, d[0]], [0, 1, d[1]]], np.float32)
     h, w = mask.shape
     return np.asarray(cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_LINEAR), np.float32)
+
+
+def align_shape(
+    ref: NDArray[np.bool_], visible: NDArray[np.bool_], predicted: tuple[int, int], search: int
+) -> tuple[tuple[int, int], float] | None:
+    """The integer shift (dx, dy) of the (H, W) mask ``ref`` that holds most of the
+    ``visible`` pixels, searched within ``search`` pixels of ``predicted`` (the nearest to
+    it among shifts within 2 % of the best), and the share of visible pixels it holds; None
+    when either mask is empty."""
+    if not visible.any() or not ref.any():
+        return None
+    h, w = visible.shape
+    x0, y0, x1, y1 = (int(v) for v in mask_to_box(visible))
+    template = visible[y0:y1, x0:x1].astype(np.float32)
+    # ref's pixels under every placement of the template: window (cx0, cy0) + (i, j) is
+    # the shift (px + search - i, py + search - j).
+    px, py = predicted
+    cx0, cy0 = x0 - px - search, y0 - py - search
+    window = np.zeros((y1 - y0 + 2 * search, x1 - x0 + 2 * search), np.float32)
+    sx0, sy0 = max(cx0, 0), max(cy0, 0)
+    sx1, sy1 = min(cx0 + window.shape[1], w), min(cy0 + window.shape[0], h)
+    if sx1 > sx0 and sy1 > sy0:
+        window[sy0 - cy0 : sy1 - cy0, sx0 - cx0 : sx1 - cx0] = ref[sy0:sy1, sx0:sx1]
+    held = cv2.matchTemplate(window, template, cv2.TM_CCORR)
+    best = float(held.max())
+    if best <= 0:
+        return (px, py), 0.0
+    near = np.argwhere(held >= 0.98 * best)
+    j, i = min(near, key=lambda ji: abs(int(ji[0]) - search) + abs(int(ji[1]) - search))
+    share = float(held[j, i]) / float(template.sum())
+    return (px + search - int(i), py + search - int(j)), share
+
+
+def shift_mask(mask: NDArray[np.bool_], shift: tuple[int, int]) -> NDArray[np.bool_]:
+    """``mask`` moved by the integer (dx, dy), zeros where it came from past the border."""
+    dx, dy = shift
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    if abs(dx) >= w or abs(dy) >= h:
+        return out
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = mask[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
 
 
 class TemporalFilter:
@@ -119,6 +176,9 @@ class TemporalFilter:
         if tr is None:
             self.tracks[obj.track_id] = _Track(cur, c, obj, cur, c, visible)
             return
+        if self.config.shape_memory and self._remember(tr, obj, visible):
+            c = _centre(obj.box, obj.amodal)
+            cur = obj.amodal.astype(np.float32)
         a = self.config.smoothing
         if a > 0 and tr.soft.shape == cur.shape:
             soft = (a * _translate(tr.soft, c - tr.centre) + (1 - a) * cur).astype(np.float32)
@@ -142,6 +202,23 @@ class TemporalFilter:
         if visible >= FRESH_SHARE * tr.ref_seen or tr.ref.shape != cur.shape:
             tr.ref, tr.ref_centre, tr.ref_seen = soft, c, max(visible, tr.ref_seen)
         tr.soft, tr.last, tr.missing = soft, obj, 0
+
+    def _remember(self, tr: _Track, obj: ObjectResult, visible: int) -> bool:
+        """Shape memory: add the track's best-seen amodal mask, aligned to the object's
+        visible pixels, to its amodal mask when the object is more hidden than then and the
+        two masks agree. True when the amodal mask changed."""
+        if visible >= MEMORY_HIDDEN_SHARE * tr.ref_seen or tr.ref.shape != obj.amodal.shape:
+            return False
+        ref = tr.ref >= 0.5
+        dx, dy = (int(v) for v in np.rint(tr.centre + tr.velocity - tr.ref_centre))
+        found = align_shape(ref, obj.visible, (dx, dy), MEMORY_SEARCH_PX)
+        if found is None or found[1] < MEMORY_COVER:
+            return False
+        memory = shift_mask(ref, found[0])
+        if mask_iou(memory, obj.amodal) < MEMORY_AGREE_IOU:
+            return False
+        obj.amodal = obj.amodal | memory | obj.visible
+        return True
 
     def _carry(self, tid: int, objects: list[ObjectResult]) -> ObjectResult | None:
         tr = self.tracks[tid]
