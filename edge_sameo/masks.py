@@ -12,9 +12,31 @@ RLE = dict[str, Any]
 
 
 def rle_from_mask(mask: NDArray[np.bool_]) -> RLE:
-    """(H, W) bool -> compressed COCO RLE with bytes counts (pycocotools' own form)."""
-    # A bool array is one byte per pixel: viewing it as uint8 saves a copy.
-    return dict(mask_utils.encode(np.asfortranarray(mask, dtype=bool).view(np.uint8)))
+    """(H, W) bool -> compressed COCO RLE with bytes counts (pycocotools' own form).
+
+    The runs are counted in numpy over the columns the mask occupies only (pycocotools
+    wants a column-major copy of the whole frame, which costs more than the encoding for
+    an object that covers a fraction of it); pycocotools compresses them."""
+    m = np.asarray(mask, dtype=bool)
+    h, w = m.shape
+    cols = np.flatnonzero(m.any(axis=0))
+    if len(cols) == 0:
+        counts = [h * w]
+    else:
+        x0, x1 = int(cols[0]), int(cols[-1]) + 1
+        band = m[:, x0:x1].T.ravel()  # column-major over the occupied columns
+        edges = np.flatnonzero(band[1:] != band[:-1]) + 1
+        runs = np.diff(np.concatenate([[0], edges, [len(band)]]))
+        if band[0]:  # COCO runs start with zeros
+            runs = np.concatenate([[0], runs])
+        runs[0] += x0 * h
+        tail = (w - x1) * h
+        if band[-1]:
+            runs = np.concatenate([runs, [tail]]) if tail else runs
+        else:
+            runs[-1] += tail
+        counts = runs.tolist()
+    return dict(mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w))
 
 
 def rle_to_json(rle: RLE) -> RLE:
