@@ -252,6 +252,27 @@ def test_samples_are_what_the_app_feeds_the_refiner(tiny_model: EfficientSam) ->
     assert box_channel.any(axis=(1, 2)).all()
 
 
+def test_augment_moves_inputs_and_targets_together() -> None:
+    """``fit --augment``: the square's symmetries move every channel and both targets alike
+    (the box and logit channels keep their values, only moved); colour jitter changes the RGB
+    channels only and keeps them within the normalised range of 0..255 pixels."""
+    from edge_sameo.modeling.efficient_sam import PIXEL_MEAN, PIXEL_STD
+    from edge_sameo.train.refiner import augment_batch
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(32, 6, 16, 16)).astype(np.float32))
+    y = torch.cat([x[:, 3:6].clone(), torch.rand(32, 1, 16, 16)], 1)  # targets = channels 3..5
+    rgb_before = x[:, :3].clone()
+    xa, ya = augment_batch(x, y, np.random.default_rng(1))
+    assert torch.equal(xa[:, 3:6], ya[:, :3])  # moved together
+    assert not torch.equal(xa[:, :3], rgb_before)
+    mean, std = (
+        torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (PIXEL_MEAN, PIXEL_STD)
+    )
+    low, high = -mean / std, (1 - mean) / std
+    assert bool(((xa[:, :3] >= low - 1e-4) & (xa[:, :3] <= high + 1e-4)).all())
+
+
 def test_fit_then_attach(tiny_model: EfficientSam, tmp_path: Path) -> None:
     from edge_sameo.train.refiner import Samples, main
 
@@ -268,7 +289,7 @@ def test_fit_then_attach(tiny_model: EfficientSam, tmp_path: Path) -> None:
         samples.save(tmp_path / folder / "shard_00000.npz")
     args = ["fit", "--shards", str(tmp_path / "shards"), "--val", str(tmp_path / "val")]
     args += ["--out", str(tmp_path / "fit"), "--minutes", "0.05", "--crop", "32"]
-    args += ["--widths", "4,8,16", "--batch", "8", "--eval-every", "1", "--flip"]
+    args += ["--widths", "4,8,16", "--batch", "8", "--eval-every", "1", "--flip", "--augment"]
     assert main(args) == 0
     rows = (tmp_path / "fit" / "curve.csv").read_text().splitlines()
     assert rows[0].startswith("elapsed_s,step,samples,loss,amodal_occ_modal_box")

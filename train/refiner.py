@@ -204,6 +204,45 @@ def batch_tensors(s: Samples, idx: NDArray[np.int64], cfg: RefinerConfig) -> tup
     return x, y
 
 
+def augment_batch(
+    x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stronger augmentation for ``fit --augment`` (in place on a batch from
+    :func:`batch_tensors`): every sample is turned by one of the square's eight symmetries
+    (inputs and targets alike), and its RGB channels (ImageNet-normalised) get a random
+    channel order, per-channel gain, contrast, brightness, occasionally grey, and noise, so
+    that the refiner leans less on the colours and textures of the world it trains on."""
+    from edge_sameo.modeling.efficient_sam import PIXEL_MEAN, PIXEL_STD
+
+    n = len(x)
+    for i, k in enumerate(rng.integers(0, 8, n)):
+        if k:
+            xi, yi = x[i], y[i]
+            if k & 4:
+                xi, yi = xi.transpose(-1, -2), yi.transpose(-1, -2)
+            xi, yi = torch.rot90(xi, int(k & 3), (-2, -1)), torch.rot90(yi, int(k & 3), (-2, -1))
+            x[i], y[i] = xi, yi
+    mean = 255.0 * torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = 255.0 * torch.tensor(PIXEL_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    rgb = x[:, :3] * std + mean
+    perm = torch.from_numpy(np.stack([rng.permutation(3) for _ in range(n)]))
+    rgb = torch.gather(rgb, 1, perm[:, :, None, None].expand_as(rgb))
+    f32 = np.float32
+    gain = torch.from_numpy(rng.uniform(0.8, 1.2, (n, 3, 1, 1)).astype(f32))
+    contrast = torch.from_numpy(rng.uniform(0.6, 1.4, (n, 1, 1, 1)).astype(f32))
+    bright = torch.from_numpy(rng.uniform(-40, 40, (n, 1, 1, 1)).astype(f32))
+    centre = rgb.mean((1, 2, 3), keepdim=True)
+    rgb = (rgb * gain - centre) * contrast + centre + bright
+    grey = torch.from_numpy(rng.random(n) < 0.1)
+    rgb[grey] = rgb[grey].mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    sigma = torch.from_numpy(rng.uniform(0, 8, (n, 1, 1, 1)).astype(f32))
+    rgb = rgb + sigma * torch.randn(
+        rgb.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31)))
+    )
+    x[:, :3] = (rgb.clamp(0, 255) - mean) / std
+    return x, y
+
+
 def mask_ious(pred: NDArray[np.bool_], target: NDArray[np.bool_]) -> NDArray[np.float64]:
     """IoU per mask of (n, R, R) predicted and target masks (an empty union counts 0)."""
     inter = (pred & target).sum((1, 2))
@@ -356,6 +395,8 @@ def fit(args: argparse.Namespace) -> None:
         if args.flip:
             flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
             x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
+        if args.augment:
+            x, y = augment_batch(x, y, rng)
         if args.bf16:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
@@ -535,6 +576,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="bf16 autocast + channels-last (about 2x on CPUs with AVX-512 bf16 or AMX)",
     )
     f.add_argument("--flip", action="store_true")
+    f.add_argument(
+        "--augment",
+        action="store_true",
+        help="the square's 8 symmetries and colour jitter (channel order, gain, contrast, "
+        "brightness, grey, noise) on every sample",
+    )
     f.add_argument("--lr", type=float, default=2e-3)
     f.add_argument("--batch", type=int, default=64)
     f.add_argument("--keep", type=int, default=60, help="newest shards kept in memory")
