@@ -2,10 +2,11 @@
 persistence of a track's amodal mask while its object is fully hidden, and a shape memory
 that completes a partly hidden object with the shape it had when it was best seen.
 
-Both follow the object: the previous mask is shifted by the motion of the track's amodal
-mask before it is blended in. A missing object is carried on at its smoothed velocity,
+All three follow the object: the previous mask is shifted by the motion of the track's
+amodal mask before it is blended in. A missing object is carried on at its smoothed velocity,
 slowing down, with the amodal mask it had when it was best seen (most visible pixels): a
-mask completed from a sliver, just before it vanished, is the least reliable one.
+mask completed from a sliver, just before it vanished, is the least reliable one. The shape
+memory places that best-seen mask where it holds the object's visible pixels now.
 """
 
 from __future__ import annotations
