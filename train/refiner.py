@@ -427,6 +427,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "crop": 64,
     "grow": 1.6,
     "flip": True,
+    "augment": True,
     "bf16": True,
     "threads": 2,
     "keep": 150,
