@@ -49,24 +49,24 @@ def ground_truth(seed: int, frames: int) -> AmodalDataset:
 
 
 def raw_objects(path: Path) -> list[list[ObjectResult]]:
-    """Per frame, the objects of a demo's JSONL."""
-    frames = []
+    """Per frame (by the records' ``frame`` index; none for a frame without a record), the
+    objects of a demo's JSONL."""
+    by_frame: dict[int, list[ObjectResult]] = {}
     for line in path.read_text().splitlines():
-        frames.append(
-            [
-                ObjectResult(
-                    o["track_id"],
-                    o["class_id"],
-                    o["class_name"],
-                    o["score"],
-                    np.asarray(o["box"], np.float32),
-                    decode_rle(o["amodal_rle"]),
-                    decode_rle(o["visible_rle"]),
-                )
-                for o in json.loads(line)["objects"]
-            ]
-        )
-    return frames
+        record = json.loads(line)
+        by_frame[int(record["frame"])] = [
+            ObjectResult(
+                o["track_id"],
+                o["class_id"],
+                o["class_name"],
+                o["score"],
+                np.asarray(o["box"], np.float32),
+                decode_rle(o["amodal_rle"]),
+                decode_rle(o["visible_rle"]),
+            )
+            for o in record["objects"]
+        ]
+    return [by_frame.get(i, []) for i in range(max(by_frame, default=-1) + 1)]
 
 
 def replay(
@@ -108,7 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     data = {}
     for seed in seeds:
         out = args.work / str(seed)
-        if not (out / "demo.jsonl").exists():
+        flags = {"frames": args.frames, "detector": args.detector}
+        meta = out / "replay_flags.json"
+        if (out / "demo.jsonl").exists():
+            if meta.exists() and json.loads(meta.read_text()) != flags:
+                raise SystemExit(
+                    f"{out} holds a run with other flags than {flags}; use another --work"
+                )
+        else:
             cmd = [
                 "demo",
                 "--seed",
@@ -127,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(
                 [sys.executable, "-m", "edge_sameo", *cmd], check=True, stdout=subprocess.DEVNULL
             )
+            meta.write_text(json.dumps(flags))
         frames = raw_objects(out / "demo.jsonl")
         data[seed] = (frames, ground_truth(seed, len(frames)))
     report: dict[str, Any] = {}
@@ -144,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
                 "matched": acc["matched"],
                 "ms_per_frame": ms,
             }
-        mean = {k: float(np.mean([r[k] or 0.0 for r in rows.values()])) for k in rows[seeds[0]]}
+        mean = {
+            k: float(np.nanmean([np.nan if r[k] is None else r[k] for r in rows.values()]))
+            for k in rows[seeds[0]]
+        }
         report[name] = {"mean": mean, "seeds": rows}
         per_seed = " ".join(f"{r['AP50']:.3f}/{r['mIoU_occ'] or 0:.3f}" for r in rows.values())
         print(

@@ -146,4 +146,4 @@ def mask_iou(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
     union = np.count_nonzero(np.logical_or(a, b))
     if union == 0:
         return 1.0
-    return np.count_nonzero(np.logical_and(a, b)) / union
+    return float(np.count_nonzero(np.logical_and(a, b)) / union)

@@ -88,7 +88,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="complete a partly hidden object with the amodal mask it had when best seen, "
-        "aligned to its visible pixels (default on)",
+        "aligned to its visible pixels (on unless --no-shape-memory)",
     )
     p.add_argument("--sequential", action="store_true", help="run stages one after another")
 
