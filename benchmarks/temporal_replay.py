@@ -15,6 +15,7 @@ Choose settings on seeds other than the demo's own (2024, ``make demo``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -26,10 +27,11 @@ import numpy as np
 
 from edge_sameo.data import AmodalDataset, SynthConfig, parse_amodal_coco
 from edge_sameo.evaluation import evaluate
-from edge_sameo.masks import decode_rle, encode_rle
+from edge_sameo.masks import decode_rle
 from edge_sameo.stream.app import GroundTruthCollector
 from edge_sameo.stream.objects import ObjectResult
 from edge_sameo.stream.pipeline import FrameResult
+from edge_sameo.stream.sinks import CocoResultsSink
 from edge_sameo.stream.sources import SyntheticVideoSource
 from edge_sameo.stream.temporal import TemporalConfig, TemporalFilter
 
@@ -72,28 +74,17 @@ def raw_objects(path: Path) -> list[list[ObjectResult]]:
 def replay(
     frames: list[list[ObjectResult]], config: TemporalConfig
 ) -> tuple[list[dict[str, Any]], float]:
-    """COCO results of the filtered objects (class-agnostic) and the filter's ms per frame."""
-    filt, results, spent = TemporalFilter(config), [], 0.0
+    """COCO results of the filtered objects, collected as the demo collects them, and the
+    filter's ms per frame."""
+    filt, sink, spent = TemporalFilter(config), CocoResultsSink(Path("unused.json")), 0.0
     for i, objects in enumerate(frames):
-        fresh = [
-            ObjectResult(
-                o.track_id, o.class_id, o.class_name, o.score, o.box, o.amodal.copy(), o.visible
-            )
-            for o in objects
-        ]
+        # the filter completes amodal masks in place: each replay starts from the raw ones
+        fresh = [dataclasses.replace(o, amodal=o.amodal.copy()) for o in objects]
         t = time.perf_counter()
         out = filt.update(fresh)
         spent += time.perf_counter() - t
-        for o in out:
-            results.append(
-                {
-                    "image_id": i + 1,
-                    "category_id": 1,
-                    "score": o.score,
-                    "segmentation": encode_rle(o.amodal),
-                }
-            )
-    return results, 1000 * spent / max(len(frames), 1)
+        sink.add(i, [o.to_json() for o in out])
+    return sink.results, 1000 * spent / max(len(frames), 1)
 
 
 def main(argv: list[str] | None = None) -> int:

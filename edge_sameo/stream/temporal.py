@@ -174,16 +174,15 @@ class TemporalFilter:
         return out
 
     def _observe(self, obj: ObjectResult) -> None:
-        c = _centre(obj.box, obj.amodal)
-        cur = obj.amodal.astype(np.float32)
         visible = int(np.count_nonzero(obj.visible))
         tr = self.tracks.get(obj.track_id)
+        if tr is not None and self.config.shape_memory:
+            self._remember(tr, obj, visible)
+        c = _centre(obj.box, obj.amodal)
+        cur = obj.amodal.astype(np.float32)
         if tr is None:
             self.tracks[obj.track_id] = _Track(cur, c, obj, cur, c, visible)
             return
-        if self.config.shape_memory and self._remember(tr, obj, visible):
-            c = _centre(obj.box, obj.amodal)
-            cur = obj.amodal.astype(np.float32)
         a = self.config.smoothing
         if a > 0 and tr.soft.shape == cur.shape:
             soft = (a * _translate(tr.soft, c - tr.centre) + (1 - a) * cur).astype(np.float32)
@@ -208,22 +207,21 @@ class TemporalFilter:
             tr.ref, tr.ref_centre, tr.ref_seen = soft, c, max(visible, tr.ref_seen)
         tr.soft, tr.last, tr.missing = soft, obj, 0
 
-    def _remember(self, tr: _Track, obj: ObjectResult, visible: int) -> bool:
+    def _remember(self, tr: _Track, obj: ObjectResult, visible: int) -> None:
         """Shape memory: add the track's best-seen amodal mask, aligned to the object's
         visible pixels, to its amodal mask when the object is more hidden than then and the
-        two masks agree. True when the amodal mask changed."""
+        two masks agree."""
         if visible >= MEMORY_HIDDEN_SHARE * tr.ref_seen or tr.ref.shape != obj.amodal.shape:
-            return False
+            return
         ref = tr.ref >= 0.5
         dx, dy = (int(v) for v in np.rint(tr.centre + tr.velocity - tr.ref_centre))
         found = align_shape(ref, obj.visible, (dx, dy), MEMORY_SEARCH_PX)
         if found is None or found[1] < MEMORY_COVER:
-            return False
+            return
         memory = shift_mask(ref, found[0])
         if mask_iou(memory, obj.amodal) < MEMORY_AGREE_IOU:
-            return False
+            return
         obj.amodal = obj.amodal | memory | obj.visible
-        return True
 
     def _carry(self, tid: int, objects: list[ObjectResult]) -> ObjectResult | None:
         tr = self.tracks[tid]
