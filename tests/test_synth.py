@@ -66,6 +66,8 @@ def _make_cli() -> argparse.ArgumentParser:
         {"dual": -1},
         {"pillars": -0.1},
         {"pillars": 1.5},
+        {"free_shapes": -0.1},
+        {"free_shapes": 2.0},
     ],
 )
 def test_config_rejects_bad_values(kwargs: dict[str, object]) -> None:
@@ -173,6 +175,33 @@ def test_pillar_is_the_same_scene_plus_an_upright_occluder_in_front() -> None:
             - len(generate_scene(item_seed(4, i), SynthConfig(size=(96, 64))).instances)
             for i in range(30)]  # fmt: skip
     assert set(some) == {0, 1}
+
+
+def test_free_shapes_are_connected_mostly_non_convex_and_their_own_category() -> None:
+    """Free-form shapes (``free_shapes``) are one connected piece each, most of them clearly
+    non-convex (the classes' shapes are nearly all convex), and annotated under ``free``
+    after the classes; at 0 scenes are the default scenes."""
+    rng = np.random.default_rng(0)
+    solidity = []
+    for _ in range(60):
+        m = shape_mask("free", 80, rng)
+        assert m.any(axis=0).all() and m.any(axis=1).all()  # tight
+        n_parts, _ = cv2.connectedComponents(m.astype(np.uint8))
+        assert n_parts == 2  # background + one piece
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        hull = cv2.convexHull(np.concatenate(contours))
+        solidity.append(m.sum() / max(cv2.contourArea(hull), 1.0))
+    assert np.mean(np.asarray(solidity) < 0.9) > 0.5
+    cfg = SynthConfig(size=(160, 120), free_shapes=1.0)
+    free_id = len(cfg.classes) + 1
+    assert cfg.categories[-1] == {"id": free_id, "name": "free", "supercategory": "shape"}
+    assert [c["name"] for c in SynthConfig().categories] == list(SynthConfig().classes)
+    for i in range(4):
+        assert {x.category_id for x in generate_scene(item_seed(3, i), cfg).instances} == {free_id}
+        np.testing.assert_array_equal(
+            generate_scene(item_seed(3, i), SynthConfig(size=(160, 120), free_shapes=0.0)).image,
+            generate_scene(item_seed(3, i), SynthConfig(size=(160, 120))).image,
+        )
 
 
 def test_scene_masks_follow_layer_order() -> None:

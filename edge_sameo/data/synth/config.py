@@ -13,6 +13,8 @@ from edge_sameo.errors import InputError
 #: Object classes, one per shape family; category ids are 1-based positions in
 #: ``SynthConfig.classes``.
 CLASS_NAMES: tuple[str, ...] = ("disc", "box", "polygon", "star", "ring", "bar", "blob")
+#: The category of free-form shapes (``SynthConfig.free_shapes``), after the classes drawn.
+FREE_CLASS = "free"
 TEXTURES: tuple[str, ...] = ("flat", "gradient", "stripes", "noise", "checker")
 
 Progress = Callable[[int], object] | None
@@ -49,6 +51,13 @@ class SynthConfig:
         placed across a random object. At 0 (the default) no extra random number is drawn, so
         scenes are pixel-identical to those made before the option existed; above 0 a scene
         is the same scene plus, sometimes, a pillar.
+    free_shapes: probability that an object is drawn as a free-form shape
+        (``sprites.free_outlines``: deep radial lobes, a jagged polygon or a union of two
+        primitives, most of them non-convex) instead of a shape of its class; such objects
+        have their own category, ``free`` (id len(classes) + 1). Shape variety for training
+        the class-agnostic refiner, so that it does not learn that every object is convex.
+        At 0 (the default) no extra random number is drawn: scenes are pixel-identical to
+        those made before the option existed.
     """
 
     size: tuple[int, int] = (640, 480)
@@ -62,6 +71,7 @@ class SynthConfig:
     dual_min_occlusion: float = 0.05
     placement_tries: int = 4
     pillars: float = 0.0
+    free_shapes: float = 0.0
 
     def __post_init__(self) -> None:
         w, h = self.size
@@ -89,13 +99,16 @@ class SynthConfig:
             raise InputError("dual must be >= 0 and placement_tries >= 1")
         if not 0.0 <= self.pillars <= 1.0:
             raise InputError(f"pillars is a probability in [0, 1], got {self.pillars!r}")
+        if not 0.0 <= self.free_shapes <= 1.0:
+            raise InputError(f"free_shapes is a probability in [0, 1], got {self.free_shapes!r}")
 
     @property
     def categories(self) -> list[dict[str, object]]:
-        """COCO ``categories`` for these classes (ids 1..len(classes))."""
+        """COCO ``categories`` for these classes (ids 1..len(classes)), then ``free`` when
+        ``free_shapes`` is on."""
+        names = self.classes + ((FREE_CLASS,) if self.free_shapes > 0.0 else ())
         return [
-            {"id": i + 1, "name": name, "supercategory": "shape"}
-            for i, name in enumerate(self.classes)
+            {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(names)
         ]
 
 

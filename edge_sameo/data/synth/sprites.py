@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_sameo.data.synth.config import SynthConfig
+from edge_sameo.data.synth.config import FREE_CLASS, SynthConfig
 from edge_sameo.errors import InputError
 
 
@@ -99,25 +99,75 @@ def _shape_polygons(
     return _rotate(pts, theta_rot), hole
 
 
-def shape_mask(name: str, size: int, rng: np.random.Generator) -> NDArray[np.bool_]:
-    """A tight (h, w) bool mask of a random shape of class ``name`` whose longer side is
-    about ``size`` pixels (rings have a real hole: it is not part of the amodal mask)."""
-    outline, hole = _shape_polygons(name, rng)
-    lo = outline.min(axis=0)
-    extent = float((outline.max(axis=0) - lo).max())
+def free_outlines(rng: np.random.Generator) -> list[NDArray[np.float64]]:
+    """Closed outlines (each (N, 2), unit scale, centred) whose union is a free-form shape:
+    deep radial lobes (beans, kidneys, claws), a jagged polygon with vertices at random radii,
+    or the union of two random ellipses or rectangles (L, T and plus-like shapes). Most are
+    non-convex: the classes' shapes are nearly all convex, and a refiner trained on them
+    alone learns to fill every concavity."""
+    theta_rot = rng.uniform(0, 2 * math.pi)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        t = np.linspace(0, 2 * math.pi, 96, endpoint=False)
+        r = np.ones_like(t)
+        for k in rng.choice(np.arange(1, 6), size=int(rng.integers(1, 4)), replace=False):
+            r += rng.uniform(0.15, 0.5) * np.sin(k * t + rng.uniform(0, 2 * math.pi))
+        r = np.maximum(r, 0.15)
+        outlines = [np.stack([r * np.cos(t), r * np.sin(t)], axis=1)]
+    elif kind == 1:
+        n = int(rng.integers(5, 13))
+        t = np.sort(rng.uniform(0, 2 * math.pi, n))
+        r = rng.uniform(0.25, 1.0, n)
+        pts = np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
+        outlines = [_chaikin(pts, 3) if rng.random() < 0.5 else pts]
+    else:
+        outlines = []
+        t = np.linspace(0, 2 * math.pi, 48, endpoint=False)
+        centre = np.zeros(2)
+        for _ in range(2):
+            a, b = rng.uniform(0.15, 0.35), rng.uniform(0.5, 1.0)
+            if rng.random() < 0.5:
+                part = np.stack([b * np.cos(t), a * np.sin(t)], axis=1)
+            else:
+                part = np.array([[-b, -a], [b, -a], [b, a], [-b, a]], np.float64)
+            angle = rng.uniform(0, math.pi)
+            outlines.append(_rotate(part, angle) + centre)
+            # the second part is centred on the first one's long axis: the union is connected
+            centre = _rotate(np.array([[rng.uniform(-0.8, 0.8) * b, 0.0]]), angle)[0]
+    return [_rotate(o, theta_rot) for o in outlines]
+
+
+def _rasterise(
+    outlines: list[NDArray[np.float64]], hole: NDArray[np.float64] | None, size: int
+) -> NDArray[np.bool_]:
+    """A tight (h, w) bool mask of the union of ``outlines`` minus ``hole``, scaled so that
+    its longer side is about ``size`` pixels."""
+    lo = np.min([o.min(axis=0) for o in outlines], axis=0)
+    extent = float((np.max([o.max(axis=0) for o in outlines], axis=0) - lo).max())
     scale = (size - 1) / max(extent, 1e-6)
     # 4 bits of sub-pixel precision in the rasteriser keep small shapes smooth.
     shift = 4
     to_px = lambda p: np.round((p - lo) * scale * (1 << shift)).astype(np.int32)  # noqa: E731
-    o = to_px(outline)
-    w, h = (o.max(axis=0) >> shift) + 1
+    px = [to_px(o) for o in outlines]
+    w, h = (np.max([o.max(axis=0) for o in px], axis=0) >> shift) + 1
     canvas = np.zeros((int(h), int(w)), np.uint8)
-    cv2.fillPoly(canvas, [o], 1, lineType=cv2.LINE_8, shift=shift)
+    for o in px:  # one call per outline: overlapping outlines are a union, not an even-odd fill
+        cv2.fillPoly(canvas, [o], 1, lineType=cv2.LINE_8, shift=shift)
     if hole is not None:
         cv2.fillPoly(canvas, [to_px(hole)], 0, lineType=cv2.LINE_8, shift=shift)
     mask = canvas.astype(bool)
     ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     return np.ascontiguousarray(mask[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1])
+
+
+def shape_mask(name: str, size: int, rng: np.random.Generator) -> NDArray[np.bool_]:
+    """A tight (h, w) bool mask of a random shape of class ``name`` whose longer side is
+    about ``size`` pixels (rings have a real hole: it is not part of the amodal mask);
+    ``name`` ``free``: a free-form shape (:func:`free_outlines`)."""
+    if name == FREE_CLASS:
+        return _rasterise(free_outlines(rng), None, size)
+    outline, hole = _shape_polygons(name, rng)
+    return _rasterise([outline], hole, size)
 
 
 # --------------------------------------------------------------------------- textures
@@ -179,6 +229,8 @@ def make_sprite(
     """A random object: class from ``cfg.classes`` (or ``category``), longer side ``size``
     pixels (or sampled from ``cfg.object_scale``), random texture from ``cfg.textures``."""
     name = category if category is not None else cfg.classes[int(rng.integers(len(cfg.classes)))]
+    if category is None and cfg.free_shapes > 0.0 and rng.random() < cfg.free_shapes:
+        name = FREE_CLASS
     if size is None:
         lo, hi = cfg.object_scale
         size = round(rng.uniform(lo, hi) * min(cfg.size))
@@ -188,7 +240,8 @@ def make_sprite(
     # A darker rim makes the outline of same-coloured overlapping objects readable.
     rim = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     tex[rim] = (tex[rim] * 0.55).astype(np.uint8)
-    return Sprite(mask, tex, cfg.classes.index(name) + 1)
+    cat = len(cfg.classes) + 1 if name == FREE_CLASS else cfg.classes.index(name) + 1
+    return Sprite(mask, tex, cat)
 
 
 def pillar_sprite(rng: np.random.Generator, cfg: SynthConfig) -> Sprite:
