@@ -169,7 +169,7 @@ def generate(args: argparse.Namespace) -> None:
     cfg = RefinerConfig(crop=args.crop, grow=args.grow)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    synth = SynthConfig(pillars=args.pillars)
+    synth = SynthConfig(pillars=args.pillars, free_shapes=args.free_shapes)
     for k in tqdm(range(args.first, args.first + args.shards), desc="shards", unit="shard"):
         path = out / f"shard_{k:05d}.npz"
         if path.exists():
@@ -415,7 +415,8 @@ def fit(args: argparse.Namespace) -> None:
 
 #: The recipe's refiner stage: ``fit``'s flags (``--`` dropped, ``_`` for ``-``) plus the
 #: shard generator's ``shards`` / ``scenes`` per shard / ``val_scenes`` / ``pillars`` (the
-#: share of training scenes with the video world's pillar in front; validation has none),
+#: share of training scenes with the video world's pillar in front; validation has none) /
+#: ``free_shapes`` (the share of training objects drawn as free-form shapes),
 #: and for a cascade (``stages`` > 1) ``cascade_minutes`` / ``cascade_lr``: a second fit of
 #: the cascade, every stage starting from the first fit's one-stage refiner.
 STAGE_DEFAULTS: dict[str, Any] = {
@@ -435,14 +436,27 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "scenes": 40,
     "val_scenes": 150,
     "pillars": 0.3,
+    "free_shapes": 0.3,
 }
+
+
+#: Keys of :data:`STAGE_DEFAULTS` that are not ``fit``'s flags.
+NOT_FIT_KEYS = (
+    "shards",
+    "scenes",
+    "val_scenes",
+    "pillars",
+    "free_shapes",
+    "cascade_minutes",
+    "cascade_lr",
+)
 
 
 def fit_args(out: Path, shards: Path, val: Path, settings: dict[str, Any]) -> argparse.Namespace:
     """``fit``'s parsed flags for ``settings`` (keys as in :data:`STAGE_DEFAULTS`)."""
     argv = ["fit", "--shards", str(shards), "--val", str(val), "--out", str(out)]
     for key, value in settings.items():
-        if key in ("shards", "scenes", "val_scenes", "pillars", "cascade_minutes", "cascade_lr"):
+        if key in NOT_FIT_KEYS:
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:
@@ -469,7 +483,7 @@ def train_stage(
     val_gen = [*gen, "--out", str(val), "--seed", str(val_seed), "--shards", "1"]
     subprocess.run([*val_gen, "--scenes", str(cfg["val_scenes"])], check=True)
     train_gen = [*gen, "--out", str(shards), "--seed", str(train_seed)]
-    train_gen += ["--pillars", str(cfg["pillars"])]
+    train_gen += ["--pillars", str(cfg["pillars"]), "--free-shapes", str(cfg["free_shapes"])]
     train_gen += ["--shards", str(cfg["shards"]), "--scenes", str(cfg["scenes"])]
     # a first shard before fit starts; then the generator runs beside it
     subprocess.run([*train_gen[:-4], "--shards", "1", "--scenes", str(cfg["scenes"])], check=True)
@@ -557,6 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="share of scenes with the video world's upright pillar in front (SynthConfig)",
+    )
+    g.add_argument(
+        "--free-shapes",
+        type=float,
+        default=0.0,
+        help="share of objects drawn as free-form, mostly non-convex shapes (SynthConfig)",
     )
     f = sub.add_parser("fit", help="train a refiner on the newest shards, wall-clock budget")
     f.add_argument("--shards", required=True)
