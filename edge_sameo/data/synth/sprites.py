@@ -116,6 +116,9 @@ def free_outlines(rng: np.random.Generator) -> list[NDArray[np.float64]]:
         outlines = [np.stack([r * np.cos(t), r * np.sin(t)], axis=1)]
     elif kind == 1:
         n = int(rng.integers(5, 13))
+        # Angles at random: where two neighbours are more than half a turn apart (about one
+        # polygon in ten) the outline may cross itself (a bow-tie, about 0.6 % of all free
+        # shapes). Kept as it is: the bundled refiner's training shards were drawn this way.
         t = np.sort(rng.uniform(0, 2 * math.pi, n))
         r = rng.uniform(0.25, 1.0, n)
         pts = np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
@@ -133,6 +136,7 @@ def free_outlines(rng: np.random.Generator) -> list[NDArray[np.float64]]:
             angle = rng.uniform(0, math.pi)
             outlines.append(_rotate(part, angle) + centre)
             # the second part is centred on the first one's long axis: the union is connected
+            # (also drawn, unused, after the second part: the seeding of the bundled shards)
             centre = _rotate(np.array([[rng.uniform(-0.8, 0.8) * b, 0.0]]), angle)[0]
     return [_rotate(o, theta_rot) for o in outlines]
 
@@ -231,6 +235,8 @@ def make_sprite(
     name = category if category is not None else cfg.classes[int(rng.integers(len(cfg.classes)))]
     if category is None and cfg.free_shapes > 0.0 and rng.random() < cfg.free_shapes:
         name = FREE_CLASS
+    elif name == FREE_CLASS and cfg.free_shapes == 0.0:
+        raise InputError("free-form shapes need SynthConfig.free_shapes > 0 (their category)")
     if size is None:
         lo, hi = cfg.object_scale
         size = round(rng.uniform(lo, hi) * min(cfg.size))
