@@ -103,12 +103,17 @@ class SynthConfig:
             raise InputError(f"free_shapes is a probability in [0, 1], got {self.free_shapes!r}")
 
     @property
+    def category_names(self) -> tuple[str, ...]:
+        """The categories drawn, in id order (id = position + 1): the classes, then ``free``
+        when ``free_shapes`` is on."""
+        return self.classes + ((FREE_CLASS,) if self.free_shapes > 0.0 else ())
+
+    @property
     def categories(self) -> list[dict[str, object]]:
-        """COCO ``categories`` for these classes (ids 1..len(classes)), then ``free`` when
-        ``free_shapes`` is on."""
-        names = self.classes + ((FREE_CLASS,) if self.free_shapes > 0.0 else ())
+        """COCO ``categories`` of :attr:`category_names`."""
         return [
-            {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(names)
+            {"id": i + 1, "name": name, "supercategory": "shape"}
+            for i, name in enumerate(self.category_names)
         ]
 
 

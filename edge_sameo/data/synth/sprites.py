@@ -235,8 +235,11 @@ def make_sprite(
     name = category if category is not None else cfg.classes[int(rng.integers(len(cfg.classes)))]
     if category is None and cfg.free_shapes > 0.0 and rng.random() < cfg.free_shapes:
         name = FREE_CLASS
-    elif name == FREE_CLASS and cfg.free_shapes == 0.0:
-        raise InputError("free-form shapes need SynthConfig.free_shapes > 0 (their category)")
+    elif name not in cfg.category_names:
+        raise InputError(
+            f"category {name!r} is not drawn by this SynthConfig: {cfg.category_names} "
+            f"({FREE_CLASS!r} needs free_shapes > 0)"
+        )
     if size is None:
         lo, hi = cfg.object_scale
         size = round(rng.uniform(lo, hi) * min(cfg.size))
@@ -246,8 +249,7 @@ def make_sprite(
     # A darker rim makes the outline of same-coloured overlapping objects readable.
     rim = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     tex[rim] = (tex[rim] * 0.55).astype(np.uint8)
-    cat = len(cfg.classes) + 1 if name == FREE_CLASS else cfg.classes.index(name) + 1
-    return Sprite(mask, tex, cat)
+    return Sprite(mask, tex, cfg.category_names.index(name) + 1)
 
 
 def pillar_sprite(rng: np.random.Generator, cfg: SynthConfig) -> Sprite:
