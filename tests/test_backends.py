@@ -151,6 +151,19 @@ def test_auto_choice_is_available() -> None:
         assert name == "openvino" and precision in ("bf16", "fp32")
 
 
+@pytest.mark.skipif(not HAS_OV, reason="no openvino")
+def test_openvino_default_makes_masks_in_fp32(export_dir: Path) -> None:
+    """OpenVINO's default precision (named or picked by auto) runs the encoder in bf16 and
+    the mask stages in fp32; a named precision applies to every graph."""
+    default = create_backend(export_dir, "openvino")
+    assert default.describe() == "openvino bf16 encoder, fp32 decoder"
+    assert create_backend(export_dir, "openvino", "bf16").describe() == "openvino bf16"
+    assert create_backend(export_dir, "openvino", "fp32").describe() == "openvino fp32"
+    auto = create_backend(export_dir, "auto")
+    if auto_choice() == ("openvino", "bf16"):
+        assert auto.describe() == "openvino bf16 encoder, fp32 decoder"
+
+
 def test_model_export_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGE_SAMEO_CACHE", str(tmp_path))
     model = dual_tiny()
