@@ -186,6 +186,33 @@ def test_persistence_carries_the_least_occluded_mask_until_the_object_returns() 
     assert [o.track_id for o in f.update([back])] == [9]  # returned under track 9: ended
 
 
+def test_a_carried_track_ends_when_its_object_is_back_under_a_new_id_beside_it() -> None:
+    """The tracker may give an object back under a new id while its carried mask has
+    drifted off it (overlap below REAPPEARED_IOU): a track of the same class born since the
+    carried one went missing, within one object size, ends it; another class, or a track
+    older than the gap, does not."""
+    full = np.zeros((60, 120), bool)
+    full[20:30, 10:20] = True
+
+    def at(tid: int, dx: int, cls: int = 1) -> ObjectResult:
+        amodal = np.roll(full, dx, axis=1)
+        return ObjectResult(tid, cls, "bar", 0.9, mask_to_box(amodal), amodal, amodal.copy())
+
+    def carried_after(*objects: ObjectResult) -> list[int]:
+        f = TemporalFilter(TemporalConfig(persistence=10))
+        old = [o for o in objects if o.track_id == 5]  # seen before the bar went missing
+        f.update([at(3, 0), *old])
+        f.update([at(3, 2), *old])
+        f.update(old)  # the bar is missing from here on
+        return [o.track_id for o in f.update(list(objects)) if o.persisted]
+
+    assert carried_after() == [3]
+    assert carried_after(at(9, 12)) == []  # back as track 9, 12 px on: no overlap, ended
+    assert carried_after(at(9, 12, cls=2)) == [3]  # another class
+    assert carried_after(at(9, 40)) == [3]  # too far away to be the same object
+    assert carried_after(at(5, 12)) == [3]  # a track older than the gap
+
+
 def test_persistence_measures_motion_from_the_last_observation_after_a_gap() -> None:
     """A track back under its own id after three hidden frames: its velocity is the
     displacement since it was last seen over the frames between (not shrunk by the gap)."""

@@ -62,6 +62,8 @@ class _Track:
     #: from there (``centre`` may be a prediction).
     anchor: NDArray[np.float32] | None = None
     since: int = 0
+    #: The frame (count of updates) the track was first observed in.
+    born: int = 0
 
 
 #: Weight of the previous velocity in a track's smoothed per-frame motion.
@@ -76,6 +78,10 @@ FRESH_SHARE = 0.9
 RELIABLE_SHARE = 0.5
 #: A carried track ends when a current object's amodal mask overlaps its mask this much.
 REAPPEARED_IOU = 0.5
+#: A carried track also ends when a track of its class born since it went missing has its
+#: amodal box's centre within this many of the carried box's longer side of the carried
+#: box's centre: the tracker gave the object back under a new id (0: off).
+REBORN_REACH = 1.0
 #: Shape memory: applied while a track shows fewer than this share of its most visible
 #: pixels; the best-seen mask is searched this many pixels around its predicted place,
 #: must hold this share of the visible pixels, and must overlap (IoU) the decoder's amodal
@@ -156,10 +162,12 @@ class TemporalFilter:
     def __init__(self, config: TemporalConfig) -> None:
         self.config = config
         self.tracks: dict[int, _Track] = {}
+        self.frame = 0
 
     def update(self, objects: list[ObjectResult]) -> list[ObjectResult]:
         if not self.config.enabled:
             return objects
+        self.frame += 1
         seen = set()
         for obj in objects:
             if obj.track_id >= 0:
@@ -181,7 +189,7 @@ class TemporalFilter:
         c = _centre(obj.box, obj.amodal)
         cur = obj.amodal.astype(np.float32)
         if tr is None:
-            self.tracks[obj.track_id] = _Track(cur, c, obj, cur, c, visible)
+            self.tracks[obj.track_id] = _Track(cur, c, obj, cur, c, visible, born=self.frame)
             return
         a = self.config.smoothing
         if a > 0 and tr.soft.shape == cur.shape:
@@ -223,6 +231,22 @@ class TemporalFilter:
             return
         obj.amodal = obj.amodal | memory | obj.visible
 
+    def _reborn(self, tr: _Track, box: NDArray[np.float32], objects: list[ObjectResult]) -> bool:
+        """Whether a current object of the carried track's class, whose track was born
+        since the carried one went missing, lies within :data:`REBORN_REACH` of it."""
+        if REBORN_REACH <= 0:
+            return False
+        last_seen = self.frame - tr.missing
+        centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
+        reach = REBORN_REACH * float(max(box[2] - box[0], box[3] - box[1]))
+        for o in objects:
+            other = self.tracks.get(o.track_id)
+            if other is None or other.born <= last_seen or o.class_id != tr.last.class_id:
+                continue
+            if float(np.linalg.norm(_centre(o.box, o.amodal) - centre)) <= reach:
+                return True
+        return False
+
     def _carry(self, tid: int, objects: list[ObjectResult]) -> ObjectResult | None:
         tr = self.tracks[tid]
         tr.missing += 1
@@ -239,7 +263,11 @@ class TemporalFilter:
         tr.soft = _translate(tr.ref, shift)
         amodal = tr.soft >= 0.5
         # Back under another track id: a current object is this one.
-        if not amodal.any() or any(mask_iou(amodal, o.amodal) > REAPPEARED_IOU for o in objects):
+        if (
+            not amodal.any()
+            or any(mask_iou(amodal, o.amodal) > REAPPEARED_IOU for o in objects)
+            or self._reborn(tr, mask_to_box(amodal), objects)
+        ):
             del self.tracks[tid]
             return None
         return ObjectResult(
