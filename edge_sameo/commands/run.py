@@ -68,7 +68,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"],
     )
-    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="every graph at this precision (default: the backend's; OpenVINO on a CPU "
+        "with native bf16 runs the encoder in bf16 and the decoder and refiner in fp32)",
+    )
     p.add_argument(
         "--smoothing",
         type=float,

@@ -78,9 +78,9 @@ FRESH_SHARE = 0.9
 RELIABLE_SHARE = 0.5
 #: A carried track ends when a current object's amodal mask overlaps its mask this much.
 REAPPEARED_IOU = 0.5
-#: A carried track also ends when a track of its class born since it went missing has its
-#: amodal box's centre within this many of the carried box's longer side of the carried
-#: box's centre: the tracker gave the object back under a new id (0: off).
+#: A carried track also ends when a track of its class, born since the carried one went
+#: missing, has its centre within this many times the carried box's longer side of the
+#: carried box's centre: the tracker gave the object back under a new id (0: off).
 REBORN_REACH = 1.0
 #: Shape memory: applied while a track shows fewer than this share of its most visible
 #: pixels; the best-seen mask is searched this many pixels around its predicted place,
