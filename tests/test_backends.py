@@ -154,14 +154,25 @@ def test_auto_choice_is_available() -> None:
 @pytest.mark.skipif(not HAS_OV, reason="no openvino")
 def test_openvino_default_makes_masks_in_fp32(export_dir: Path) -> None:
     """OpenVINO's default precision (named or picked by auto) runs the encoder in bf16 and
-    the mask stages in fp32; a named precision applies to every graph."""
-    default = create_backend(export_dir, "openvino")
-    assert default.describe() == "openvino bf16 encoder, fp32 decoder"
+    the mask stages in fp32 where bf16 pays, else everything in fp32; a named precision
+    applies to every graph."""
+    from edge_sameo.backends.openvino_backend import cpu_prefers_bf16
+
+    default = "openvino bf16 encoder, fp32 decoder" if cpu_prefers_bf16() else "openvino fp32"
+    assert create_backend(export_dir, "openvino").describe() == default
+    assert create_backend(export_dir, "auto").describe() == default
     assert create_backend(export_dir, "openvino", "bf16").describe() == "openvino bf16"
     assert create_backend(export_dir, "openvino", "fp32").describe() == "openvino fp32"
-    auto = create_backend(export_dir, "auto")
-    if auto_choice() == ("openvino", "bf16"):
-        assert auto.describe() == "openvino bf16 encoder, fp32 decoder"
+
+
+def test_bf16_is_chosen_where_it_was_measured_faster() -> None:
+    from edge_sameo.backends.openvino_backend import bf16_pays
+
+    avx512_bf16 = {"avx512f", "avx512_bf16"}
+    assert bf16_pays(True, "AuthenticAMD", avx512_bf16)  # Zen 4
+    assert bf16_pays(True, "GenuineIntel", avx512_bf16 | {"amx_bf16", "amx_tile"})
+    assert not bf16_pays(True, "GenuineIntel", avx512_bf16)  # no AMX: fp32 was faster
+    assert not bf16_pays(False, "AuthenticAMD", {"avx2"})  # no native bf16
 
 
 def test_model_export_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

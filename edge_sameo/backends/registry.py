@@ -81,17 +81,23 @@ def is_available(name: str) -> bool:
 def auto_choice() -> tuple[str, str]:
     """(backend, precision) expected fastest here, by the order measured in
     docs/BENCHMARKS.md: GPU -> TensorRT fp16, else torch CUDA fp16; CPU -> OpenVINO
-    (bf16 where the CPU has native bf16: for the encoder, see :func:`default_options`), else
-    ONNX Runtime fp32, else torch."""
+    (bf16 where it is faster than fp32, :func:`~edge_sameo.backends.openvino_backend.bf16_pays`;
+    for the encoder only, see :func:`default_options`), else ONNX Runtime fp32, else torch."""
     if torch.cuda.is_available():
         return ("tensorrt", "fp16") if is_available("tensorrt") else ("torch", "fp16")
     if is_available("openvino"):
-        from edge_sameo.backends.openvino_backend import cpu_supports_bf16
-
-        return ("openvino", "bf16" if cpu_supports_bf16() else "fp32")
+        return ("openvino", openvino_precision())
     if is_available("onnxruntime"):
         return ("onnxruntime", "fp32")
     return ("torch", "fp32")
+
+
+def openvino_precision() -> str:
+    """OpenVINO's default precision here: bf16 where it is faster than fp32
+    (:func:`~edge_sameo.backends.openvino_backend.cpu_prefers_bf16`), else fp32."""
+    from edge_sameo.backends.openvino_backend import cpu_prefers_bf16
+
+    return "bf16" if cpu_prefers_bf16() else "fp32"
 
 
 def default_options(backend: str, precision: str) -> dict[str, Any]:
@@ -190,6 +196,8 @@ def create_backend(
             f"backend {backend!r} needs {what}: pip install 'edge-sameo[{extra}]'"
         )
     if precision is None:  # the runtime's default, with its per-stage settings
+        if default_precision is None:
+            default_precision = openvino_precision() if backend == "openvino" else None
         precision = default_precision or cls.precisions[0]
         options = {**default_options(backend, precision), **options}
     # Each runtime's constructor takes its own source (a model, or an export folder).

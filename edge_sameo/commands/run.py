@@ -71,8 +71,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="every graph at this precision (default: the backend's; OpenVINO on a CPU "
-        "with native bf16 runs the encoder in bf16 and the decoder and refiner in fp32)",
+        help="every graph at this precision (default: the backend's; OpenVINO runs the "
+        "encoder in bf16 and the decoder and refiner in fp32 where bf16 pays: AMX or an AMD "
+        "CPU with AVX512-BF16; elsewhere all in fp32)",
     )
     p.add_argument(
         "--smoothing",
