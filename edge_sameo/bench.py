@@ -492,6 +492,7 @@ def run_bench(
     from edge_sameo.bench_peers import make_peer
 
     others: list[Any] = []
+    torch_threads = torch.get_num_threads()
     for peer in peers:
         progress(f"setting up {peer} ...")
         try:
@@ -499,6 +500,10 @@ def run_bench(
             others.append(make_peer(peer, image, boxes))
         except Exception as exc:
             failed(peer, exc)
+        finally:
+            # ultralytics' device set-up leaves torch one thread fewer than the cores (one
+            # of two here): the peer and the torch runtimes must run on the same threads.
+            torch.set_num_threads(torch_threads)
     flops: dict[str, float] = {}
     if runtimes and runtimes[0].name == BASELINE:
         try:

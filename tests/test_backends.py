@@ -152,17 +152,23 @@ def test_auto_choice_is_available() -> None:
 
 
 @pytest.mark.skipif(not HAS_OV, reason="no openvino")
-def test_openvino_default_makes_masks_in_fp32(export_dir: Path) -> None:
+def test_openvino_default_makes_masks_in_fp32(
+    export_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """OpenVINO's default precision (named or picked by auto) runs the encoder in bf16 and
     the mask stages in fp32 where bf16 pays, else everything in fp32; a named precision
     applies to every graph."""
-    from edge_sameo.backends.openvino_backend import cpu_prefers_bf16
+    from edge_sameo.backends import openvino_backend
 
-    default = "openvino bf16 encoder, fp32 decoder" if cpu_prefers_bf16() else "openvino fp32"
-    assert create_backend(export_dir, "openvino").describe() == default
-    assert create_backend(export_dir, "auto").describe() == default
-    assert create_backend(export_dir, "openvino", "bf16").describe() == "openvino bf16"
-    assert create_backend(export_dir, "openvino", "fp32").describe() == "openvino fp32"
+    for pays, default in ((True, "openvino bf16 encoder, fp32 decoder"), (False, "openvino fp32")):
+        monkeypatch.setattr(openvino_backend, "cpu_prefers_bf16", lambda pays=pays: pays)
+        assert create_backend(export_dir, "openvino").describe() == default
+        assert create_backend(export_dir, "auto").describe() == default
+        assert create_backend(export_dir, "openvino", "bf16").describe() == "openvino bf16"
+        assert create_backend(export_dir, "openvino", "fp32").describe() == "openvino fp32"
+    # options the caller passes win over the defaults (here fp32, as patched last)
+    mixed = create_backend(export_dir, "openvino", decoder_precision="bf16")
+    assert mixed.describe() == "openvino fp32 encoder, bf16 decoder"
 
 
 def test_bf16_is_chosen_where_it_was_measured_faster() -> None:
@@ -173,6 +179,19 @@ def test_bf16_is_chosen_where_it_was_measured_faster() -> None:
     assert bf16_pays(True, "GenuineIntel", avx512_bf16 | {"amx_bf16", "amx_tile"})
     assert not bf16_pays(True, "GenuineIntel", avx512_bf16)  # no AMX: fp32 was faster
     assert not bf16_pays(False, "AuthenticAMD", {"avx2"})  # no native bf16
+
+
+def test_cpuinfo_fields_reads_the_first_processor() -> None:
+    from edge_sameo.backends.openvino_backend import cpuinfo_fields
+
+    text = (
+        "\nprocessor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu avx512_bf16 amx_bf16\n"
+        "\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu\n"
+    )
+    fields = cpuinfo_fields(text)
+    assert fields["vendor_id"] == "GenuineIntel" and fields["processor"] == "0"
+    assert fields["flags"].split() == ["fpu", "avx512_bf16", "amx_bf16"]
+    assert cpuinfo_fields("") == {}
 
 
 def test_model_export_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

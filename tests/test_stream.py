@@ -212,6 +212,23 @@ def test_a_carried_track_ends_when_its_object_is_back_under_a_new_id_beside_it()
     assert carried_after(at(9, 40)) == [3]  # too far away to be the same object
     assert carried_after(at(5, 12)) == [3]  # a track older than the gap
 
+    # Born in the last frame the bar was seen: another object. Born the frame after: it.
+    for born_with_bar, carried in ((True, [3]), (False, [])):
+        f = TemporalFilter(TemporalConfig(persistence=10))
+        f.update([at(3, 0)])
+        f.update([at(3, 2), at(9, 40)] if born_with_bar else [at(3, 2)])
+        f.update([at(9, 12)])  # the bar is missing from here on
+        assert [o.track_id for o in f.update([at(9, 12)]) if o.persisted] == carried
+
+    # One new track ends one carried track: two bars hidden, one back.
+    f = TemporalFilter(TemporalConfig(persistence=10))
+    other = np.roll(full, 20, axis=0)
+    two = ObjectResult(4, 1, "bar", 0.9, mask_to_box(np.roll(other, 6, axis=1)), other, other)
+    f.update([at(3, 0), two])
+    f.update([at(3, 2), two])
+    f.update([])
+    assert len([o for o in f.update([at(9, 12)]) if o.persisted]) == 1
+
 
 def test_persistence_measures_motion_from_the_last_observation_after_a_gap() -> None:
     """A track back under its own id after three hidden frames: its velocity is the

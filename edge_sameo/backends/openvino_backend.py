@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,19 +41,29 @@ def bf16_pays(native: bool, vendor: str, flags: set[str]) -> bool:
     return native and ("amx_bf16" in flags or vendor == "AuthenticAMD")
 
 
+def cpuinfo_fields(text: str) -> dict[str, str]:
+    """The first processor's ``key: value`` fields of a Linux ``/proc/cpuinfo`` text."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block ends
+            continue
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+@functools.cache
 def cpu_prefers_bf16() -> bool:
-    """:func:`bf16_pays` on this CPU (its vendor and flags read from ``/proc/cpuinfo``;
-    where that cannot be read, whether OpenVINO runs bf16 natively)."""
+    """:func:`bf16_pays` on this CPU, its vendor and flags read from Linux's
+    ``/proc/cpuinfo``. Elsewhere (no such file, or no x86 ``flags`` in it) whether OpenVINO
+    runs bf16 natively: the rule is measured on x86 Linux only."""
     native = cpu_supports_bf16()
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        fields = cpuinfo_fields(Path("/proc/cpuinfo").read_text())
     except OSError:
         return native
-    fields = dict(
-        (key.strip(), value.strip())
-        for key, _, value in (line.partition(":") for line in text.splitlines()[:64])
-        if value
-    )
     flags = set(fields.get("flags", "").split())
     return bf16_pays(native, fields.get("vendor_id", ""), flags) if flags else native
 

@@ -163,11 +163,13 @@ class TemporalFilter:
         self.config = config
         self.tracks: dict[int, _Track] = {}
         self.frame = 0
+        self._claimed: set[int] = set()  # new tracks that ended a carried one this frame
 
     def update(self, objects: list[ObjectResult]) -> list[ObjectResult]:
         if not self.config.enabled:
             return objects
         self.frame += 1
+        self._claimed = set()
         seen = set()
         for obj in objects:
             if obj.track_id >= 0:
@@ -239,13 +241,23 @@ class TemporalFilter:
         last_seen = self.frame - tr.missing
         centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
         reach = REBORN_REACH * float(max(box[2] - box[0], box[3] - box[1]))
+        near = []
         for o in objects:
             other = self.tracks.get(o.track_id)
-            if other is None or other.born <= last_seen or o.class_id != tr.last.class_id:
+            if (
+                other is None
+                or other.born <= last_seen
+                or o.class_id != tr.last.class_id
+                or o.track_id in self._claimed
+            ):
                 continue
-            if float(np.linalg.norm(_centre(o.box, o.amodal) - centre)) <= reach:
-                return True
-        return False
+            distance = float(np.linalg.norm(_centre(o.box, o.amodal) - centre))
+            if distance <= reach:
+                near.append((distance, o.track_id))
+        if not near:
+            return False
+        self._claimed.add(min(near)[1])  # one new track ends one carried track
+        return True
 
     def _carry(self, tid: int, objects: list[ObjectResult]) -> ObjectResult | None:
         tr = self.tracks[tid]
@@ -262,11 +274,12 @@ class TemporalFilter:
         shift = tr.centre - tr.ref_centre
         tr.soft = _translate(tr.ref, shift)
         amodal = tr.soft >= 0.5
+        box = mask_to_box(amodal)
         # Back under another track id: a current object is this one.
         if (
             not amodal.any()
             or any(mask_iou(amodal, o.amodal) > REAPPEARED_IOU for o in objects)
-            or self._reborn(tr, mask_to_box(amodal), objects)
+            or self._reborn(tr, box, objects)
         ):
             del self.tracks[tid]
             return None
@@ -275,7 +288,7 @@ class TemporalFilter:
             class_id=tr.last.class_id,
             class_name=tr.last.class_name,
             score=tr.last.score * 0.9**tr.missing,
-            box=mask_to_box(amodal),
+            box=box,
             amodal=amodal,
             visible=np.zeros_like(amodal),
             persisted=True,
