@@ -170,6 +170,7 @@ def create_backend(
     is_export = isinstance(source, (str, Path)) and (Path(source) / CONTRACT_FILE).is_file()
     model = None if is_export else _as_model(source)
     directory: Path | None = None  # the model's cached export folder, once looked up
+    auto_precision: str | None = None
     if backend == "auto":
         backend, auto_precision = auto_choice()
         if model is not None and backend != "torch" and export is None:
@@ -183,9 +184,6 @@ def create_backend(
                     "running it on torch (edge_sameo.engines.on_demand exports it on first use)"
                 )
                 backend, auto_precision = "torch", "fp32"
-        default_precision: str | None = auto_precision
-    else:
-        default_precision = None
     cls = backend_class(backend)
     if not is_available(backend):
         from edge_sameo.errors import MissingDependencyError
@@ -196,9 +194,9 @@ def create_backend(
             f"backend {backend!r} needs {what}: pip install 'edge-sameo[{extra}]'"
         )
     if precision is None:  # the runtime's default, with its per-stage settings
-        if default_precision is None:
-            default_precision = openvino_precision() if backend == "openvino" else None
-        precision = default_precision or cls.precisions[0]
+        precision = auto_precision or (
+            openvino_precision() if backend == "openvino" else cls.precisions[0]
+        )
         options = {**default_options(backend, precision), **options}
     # Each runtime's constructor takes its own source (a model, or an export folder).
     factory: Callable[..., Backend] = cls

@@ -99,8 +99,10 @@ MEMORY_TIE = 0.98
 def _centre(box: NDArray[np.float32], amodal: NDArray[np.bool_]) -> NDArray[np.float32]:
     """Centre of the amodal mask's box (steady while the object slides behind an occluder,
     where the visible box shrinks), or of ``box`` when the mask is empty."""
-    if amodal.any():
-        box = mask_to_box(amodal)
+    return _box_centre(mask_to_box(amodal) if amodal.any() else box)
+
+
+def _box_centre(box: NDArray[np.float32]) -> NDArray[np.float32]:
     return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
 
 
@@ -163,22 +165,21 @@ class TemporalFilter:
         self.config = config
         self.tracks: dict[int, _Track] = {}
         self.frame = 0
-        self._claimed: set[int] = set()  # new tracks that ended a carried one this frame
 
     def update(self, objects: list[ObjectResult]) -> list[ObjectResult]:
         if not self.config.enabled:
             return objects
         self.frame += 1
-        self._claimed = set()
         seen = set()
         for obj in objects:
             if obj.track_id >= 0:
                 seen.add(obj.track_id)
                 self._observe(obj)
         out = list(objects)
+        claimed: set[int] = set()  # new tracks that ended a carried track this frame
         for tid in list(self.tracks):
             if tid not in seen:
-                carried = self._carry(tid, objects)
+                carried = self._carry(tid, objects, claimed)
                 if carried is not None:
                     out.append(carried)
         return out
@@ -233,13 +234,20 @@ class TemporalFilter:
             return
         obj.amodal = obj.amodal | memory | obj.visible
 
-    def _reborn(self, tr: _Track, box: NDArray[np.float32], objects: list[ObjectResult]) -> bool:
+    def _reborn(
+        self,
+        tr: _Track,
+        box: NDArray[np.float32],
+        objects: list[ObjectResult],
+        claimed: set[int],
+    ) -> bool:
         """Whether a current object of the carried track's class, whose track was born
-        since the carried one went missing, lies within :data:`REBORN_REACH` of it."""
+        since the carried one went missing and is not in ``claimed``, lies within
+        :data:`REBORN_REACH` of it; the nearest such track is added to ``claimed``."""
         if REBORN_REACH <= 0:
             return False
         last_seen = self.frame - tr.missing
-        centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], np.float32)
+        centre = _box_centre(box)
         reach = REBORN_REACH * float(max(box[2] - box[0], box[3] - box[1]))
         near = []
         for o in objects:
@@ -248,7 +256,7 @@ class TemporalFilter:
                 other is None
                 or other.born <= last_seen
                 or o.class_id != tr.last.class_id
-                or o.track_id in self._claimed
+                or o.track_id in claimed
             ):
                 continue
             distance = float(np.linalg.norm(_centre(o.box, o.amodal) - centre))
@@ -256,10 +264,12 @@ class TemporalFilter:
                 near.append((distance, o.track_id))
         if not near:
             return False
-        self._claimed.add(min(near)[1])  # one new track ends one carried track
+        claimed.add(min(near)[1])  # one new track ends one carried track
         return True
 
-    def _carry(self, tid: int, objects: list[ObjectResult]) -> ObjectResult | None:
+    def _carry(
+        self, tid: int, objects: list[ObjectResult], claimed: set[int]
+    ) -> ObjectResult | None:
         tr = self.tracks[tid]
         tr.missing += 1
         tr.since += 1
@@ -279,7 +289,7 @@ class TemporalFilter:
         if (
             not amodal.any()
             or any(mask_iou(amodal, o.amodal) > REAPPEARED_IOU for o in objects)
-            or self._reborn(tr, box, objects)
+            or self._reborn(tr, box, objects, claimed)
         ):
             del self.tracks[tid]
             return None
