@@ -69,19 +69,33 @@ def test_decoding_in_batch_equals_one_by_one() -> None:
 @pytest.mark.parametrize("shared_embedding", [True, False])
 def test_token_layout_decoder_matches_original(shared_embedding: bool) -> None:
     """The token-layout decoder (export and the fast runtimes) computes the original's
-    numbers: upscaling as per-pixel products, few-key attention without head transposes."""
-    model = seeded_tiny()
+    numbers: upscaling as per-pixel products, few-key attention without head transposes,
+    few-query attention without the image-side key and value projections (two layers, so
+    that a layer after the first, with a per-box image, is covered)."""
+    import dataclasses
+
+    from edge_sameo.seeded import manifest_of, seeded_state_dict
+
+    model = build_model(dataclasses.replace(CONFIGS["tiny"], decoder_depth=2))
+    model.load_state_dict(seeded_state_dict(manifest_of(model.state_dict()), seed=0))
     torch.manual_seed(3)
-    for module in model.mask_decoder.modules():  # non-trivial GroupNorm affine
-        if isinstance(module, torch.nn.GroupNorm):
-            module.weight.data.normal_()
-            module.bias.data.normal_()
+    for name, p in model.mask_decoder.named_parameters():
+        if name.endswith("bias") or isinstance(
+            model.mask_decoder.get_submodule(name.rsplit(".", 1)[0]), torch.nn.GroupNorm
+        ):
+            p.data.normal_()  # non-zero biases (the bias moves) and GroupNorm affine
     boxes = torch.tensor([[1.0, 2.0, 60.0, 70.0], [10.0, 10.0, 120.0, 100.0], [5, 5, 30, 30]])
     with torch.no_grad():
         emb = model.encode(torch.randn(1 if shared_embedding else 3, 3, 128, 128))
         original = model.decode_boxes(emb, boxes)
         set_token_layout(model, True)
         assert model.mask_decoder.subpixel_upscaling
+        transformer = model.mask_decoder.transformer
+        assert [layer.cross_attn_token_to_image.few_queries for layer in transformer.layers] == [
+            False,
+            True,
+        ]
+        assert transformer.final_attn_token_to_image.few_queries
         fast = model.decode_boxes(emb, boxes)
         single = model.decode_boxes(emb[:1], boxes[:1], multimask_output=False)
         set_token_layout(model, False)

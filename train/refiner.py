@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 from edge_sameo import bundled
 from edge_sameo.data.synth import SynthConfig, compose_scene, dual_scenes, item_seed, render
 from edge_sameo.modeling import EfficientSam
-from edge_sameo.modeling.refiner import LOGIT_CHANNELS, MaskRefiner, RefinerConfig
+from edge_sameo.modeling.refiner import MaskRefiner, RefinerConfig
 from edge_sameo.preprocess import normalize_resized, resize_pixels
 from edge_sameo.refine import crop_masks, refiner_crops
 from edge_sameo.train.sampling import jitter_boxes
@@ -186,30 +186,13 @@ def generate(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- fit
 
 
-def lovasz_hinge(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The Lovász hinge (Berman et al., CVPR 2018), a convex surrogate of 1 − IoU, per map:
-    (N, C, R, R) logits and {0, 1} targets -> (N, C)."""
-    x, y = logits.flatten(2), (targets > 0.5).flatten(2).float()
-    errors = 1.0 - x * (2.0 * y - 1.0)
-    errors_sorted, perm = torch.sort(errors, dim=-1, descending=True)
-    y_sorted = torch.gather(y, -1, perm)
-    total = y_sorted.sum(-1, keepdim=True)
-    jaccard = 1.0 - (total - y_sorted.cumsum(-1)) / (total + (1.0 - y_sorted).cumsum(-1))
-    grad = torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], dim=-1)
-    return (F.relu(errors_sorted) * grad).sum(-1)
-
-
-def refiner_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "dice") -> torch.Tensor:
-    """BCE + Dice (``kind`` "dice") or BCE + Lovász hinge ("lovasz") per channel (amodal
-    weighted 1, visible 0.5), mean over the batch."""
+def refiner_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """BCE + Dice per channel (amodal weighted 1, visible 0.5), mean over the batch."""
     bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean((2, 3))
-    if kind == "lovasz":
-        region = lovasz_hinge(logits, targets)
-    else:
-        p = torch.sigmoid(logits)
-        inter = (p * targets).sum((2, 3))
-        region = 1 - (2 * inter + 1) / (p.sum((2, 3)) + targets.sum((2, 3)) + 1)
-    per = bce + region
+    p = torch.sigmoid(logits)
+    inter = (p * targets).sum((2, 3))
+    dice = 1 - (2 * inter + 1) / (p.sum((2, 3)) + targets.sum((2, 3)) + 1)
+    per = bce + dice
     return (per[:, 0] + 0.5 * per[:, 1]).mean()
 
 
@@ -319,116 +302,22 @@ class ShardPool:
         return Samples.concat(list(self.loaded.values()))
 
 
-def _unet_state(state: dict[str, torch.Tensor], stage: int) -> dict[str, torch.Tensor]:
-    """The weights of cascade stage ``stage`` (0: the first U-Net) of a refiner state dict,
-    with the stage's prefix removed."""
-    if stage == 0:
-        return {k: v for k, v in state.items() if not k.startswith("cascade.")}
-    prefix = f"cascade.{stage - 1}."
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def _input_segments(key: str, widths: tuple[int, ...], in_channels: int) -> list[int]:
-    """The channel groups a U-Net convolution reads, in order: the first down block reads
-    the input crops, the other down blocks the level above, the up blocks the upsampled
-    level below then the skip, the head the first level."""
-    parts = key.split(".")
-    if parts[0] == "head":
-        return [widths[0]]
-    level, conv = int(parts[1]), int(parts[2])
-    if conv != 0:  # the block's second convolution reads its first
-        return [widths[level]]
-    if parts[0] == "down":
-        return [in_channels if level == 0 else widths[level - 1]]
-    return [widths[level + 1], widths[level]]
-
-
-def widen_unet(
-    old: dict[str, torch.Tensor],
-    new: dict[str, torch.Tensor],
-    old_widths: tuple[int, ...],
-    new_widths: tuple[int, ...],
-    in_channels: int,
-) -> dict[str, torch.Tensor]:
-    """One U-Net's weights at ``new_widths`` (each level at least as wide as in
-    ``old_widths``) that compute what ``old`` computes: the old channels keep their
-    weights and read nothing from the new ones (zero weights there), and the new channels
-    keep ``new``'s fresh initialisation, so training grows them from the old function."""
-    out: dict[str, torch.Tensor] = {}
-    for key, fresh in new.items():
-        w = old[key]
-        if w.shape == fresh.shape:
-            out[key] = w.clone()
-            continue
-        t = fresh.clone()
-        if t.dim() <= 1:  # batch norm of a widened level (its statistics too), conv bias
-            t[: w.shape[0]] = w
-        else:
-            t[: w.shape[0]] = 0
-            segs_old = _input_segments(key, old_widths, in_channels)
-            segs_new = _input_segments(key, new_widths, in_channels)
-            o = n = 0
-            for so, sn in zip(segs_old, segs_new, strict=True):
-                t[: w.shape[0], n : n + so] = w[:, o : o + so]
-                o, n = o + so, n + sn
-        out[key] = t
-    return out
-
-
 def load_init(model: MaskRefiner, path: Path) -> None:
-    """Start ``model`` from a ``fit`` output whose refiner has the same inputs and levels:
-    the same config; or fewer cascade stages (a new stage starts from the weights of the
-    last one there is); or narrower levels (:func:`widen_unet`: the start computes what the
-    narrower refiner computes)."""
+    """Start ``model`` from a ``fit`` output: the same config, or a one-stage refiner of
+    the same U-Net, whose weights then start every stage of ``model``'s cascade."""
     init = torch.load(path, weights_only=True)
     got = RefinerConfig.from_dict(init["config"])
     cfg = model.config
     if got == cfg:
         model.load_state_dict(init["state_dict"])
         return
-    same = dataclasses.replace(cfg, stages=got.stages, widths=got.widths)
-    wider = len(got.widths) == len(cfg.widths) and all(
-        a <= b for a, b in zip(got.widths, cfg.widths, strict=True)
-    )
-    if (
-        got != same
-        or not wider
-        or got.stages > cfg.stages
-        or (got.stages < cfg.stages and not got.use_logits)
-    ):
+    if got != dataclasses.replace(cfg, stages=1) or not got.use_logits:
         raise SystemExit(f"{path}: its refiner config differs from this run's")
-    fresh = model.state_dict()
-    state: dict[str, torch.Tensor] = {}
-    for stage in range(cfg.stages):
-        prefix = "" if stage == 0 else f"cascade.{stage - 1}."
-        old = _unet_state(init["state_dict"], min(stage, got.stages - 1))
-        mine = _unet_state(fresh, stage)
-        in_ch = cfg.in_channels if stage == 0 else cfg.prompt_channels + LOGIT_CHANNELS
-        widened = widen_unet(old, mine, got.widths, cfg.widths, in_ch)
-        state.update({prefix + k: v for k, v in widened.items()})
-    model.load_state_dict(state)
-
-
-class Ema:
-    """An exponential moving average of a model's weights (``fit --ema``): after every
-    step each float weight moves ``1 - decay`` of the way to the model's; buffers (batch
-    norm statistics) are copied."""
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise SystemExit(f"--ema must be in (0, 1), got {decay}")
-        self.decay = decay
-        self.params = {k for k, v in model.named_parameters() if v.is_floating_point()}
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        """Move the average towards ``model``'s current weights."""
-        for k, v in model.state_dict().items():
-            if k in self.params:
-                self.state[k].lerp_(v, 1.0 - self.decay)
-            else:
-                self.state[k].copy_(v)
+    state = {k: v for k, v in init["state_dict"].items() if not k.startswith("cascade.")}
+    model.load_state_dict(state, strict=False)
+    for stage in model.cascade:
+        assert isinstance(stage, MaskRefiner)
+        stage.load_state_dict(state)
 
 
 def fit(args: argparse.Namespace) -> None:
@@ -455,14 +344,11 @@ def fit(args: argparse.Namespace) -> None:
     elapsed, step, seen = 0.0, 0, 0
     if args.init and not state_path.exists():
         load_init(model, Path(args.init))
-    ema = Ema(model, args.ema) if args.ema else None
     if state_path.exists():
         st = torch.load(state_path, weights_only=True)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         elapsed, step, seen = float(st["elapsed"]), int(st["step"]), int(st["seen"])
-        if ema is not None:
-            ema.state = st.get("ema", ema.state)
     budget = args.minutes * 60.0
     val = Samples.load(next(Path(args.val).glob("shard_*[0-9].npz")))
     pool = ShardPool(Path(args.shards), args.keep)
@@ -495,28 +381,16 @@ def fit(args: argparse.Namespace) -> None:
         if done or elapsed - last_save >= args.save_every:
             st = {"model": model.state_dict(), "opt": opt.state_dict()}
             st.update(elapsed=elapsed, step=step, seen=seen)
-            if ema is not None:
-                st["ema"] = ema.state
             torch.save(st, out / "state.tmp")
             os.replace(out / "state.tmp", state_path)
-            weights = [("refiner.pt", model.state_dict())]
-            if ema is not None:
-                weights.append(("refiner_ema.pt", ema.state))
-            for name, sd in weights:
-                torch.save({"config": cfg.to_dict(), "state_dict": sd}, out / "w.tmp")
-                os.replace(out / "w.tmp", out / name)
+            torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict()}, out / "w.tmp")
+            os.replace(out / "w.tmp", out / "refiner.pt")
             last_save = elapsed
         if done:
             break
         if elapsed - last_refresh >= args.refresh_every:
             data, last_refresh = pool.refresh(), elapsed
-        if args.occluded_weight != 1.0:
-            from edge_sameo.train.validate import OCCLUDED
-
-            w = np.where(data.occlusion > OCCLUDED, args.occluded_weight, 1.0)
-            idx = rng.choice(len(w), args.batch, p=w / w.sum())
-        else:
-            idx = rng.integers(0, len(data.inputs), args.batch)
+        idx = rng.integers(0, len(data.inputs), args.batch)
         x, y = batch_tensors(data, idx, cfg)
         if args.flip:
             flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
@@ -528,14 +402,12 @@ def fit(args: argparse.Namespace) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             stages = model.forward_stages(x)
         # Every cascade stage learns the masks; the earlier ones at half weight.
-        loss = refiner_loss(stages[-1].float(), y, args.loss)
+        loss = refiner_loss(stages[-1].float(), y)
         for early in stages[:-1]:
-            loss = loss + 0.5 * refiner_loss(early.float(), y, args.loss)
+            loss = loss + 0.5 * refiner_loss(early.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if ema is not None:
-            ema.update(model)
         losses.append(float(loss.detach()))
         step += 1
         seen += len(idx)
@@ -730,19 +602,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the square's 8 symmetries and colour jitter (channel order, gain, contrast, "
         "brightness, grey, noise) on every sample",
-    )
-    f.add_argument(
-        "--ema",
-        type=float,
-        default=0.0,
-        help="also keep an exponential moving average of the weights (e.g. 0.998): refiner_ema.pt",
-    )
-    f.add_argument("--loss", choices=("dice", "lovasz"), default="dice", help="BCE + this")
-    f.add_argument(
-        "--occluded-weight",
-        type=float,
-        default=1.0,
-        help="draw occluded samples (occlusion > 0.1) this many times as often",
     )
     f.add_argument("--lr", type=float, default=2e-3)
     f.add_argument("--batch", type=int, default=64)

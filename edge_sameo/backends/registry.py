@@ -117,10 +117,16 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDGE_SAMEO_CACHE", Path.home() / ".cache" / "edge-sameo"))
 
 
+#: Revision of the exported graphs for the same weights: bumped when the export writes
+#: other graphs (2: the decoder's few-query attention, 2026-12-08), so a cached export from
+#: an earlier version is not reused.
+GRAPH_REVISION = 2
+
+
 def cached_export_dir(model: EfficientSam) -> Path:
-    """Where the export cache keeps ``model``'s export (keyed by its configs and weights);
-    the folder may not exist yet."""
-    return cache_root() / "exports" / weights_digest(model)
+    """Where the export cache keeps ``model``'s export (keyed by its configs and weights
+    and :data:`GRAPH_REVISION`); the folder may not exist yet."""
+    return cache_root() / "exports" / f"{weights_digest(model)}-r{GRAPH_REVISION}"
 
 
 def export_dir_for(model: EfficientSam, export: Export | None = None) -> Path:

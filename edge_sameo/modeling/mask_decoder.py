@@ -59,11 +59,17 @@ class MaskDecoder(nn.Module):
         self.subpixel_upscaling = False
 
     def set_token_layout(self, on: bool) -> None:
-        """Token-layout upscaling and few-key image->token attention (same numbers)."""
+        """Token-layout upscaling, few-key image->token attention and few-query
+        token->image attention where the image differs per box (after the first layer's
+        image update); the same numbers up to rounding."""
         self.subpixel_upscaling = on
-        for layer in self.transformer.layers:
+        for i, layer in enumerate(self.transformer.layers):
             assert isinstance(layer, TwoWayAttentionBlock)
             layer.cross_attn_image_to_token.few_keys = on
+            # the first layer's image is the one embedding broadcast to every box: its
+            # key and value projections run once, cheaper than unprojected attention
+            layer.cross_attn_token_to_image.few_queries = on and i > 0
+        self.transformer.final_attn_token_to_image.few_queries = on
 
     def forward(
         self,
@@ -142,9 +148,9 @@ class MaskDecoder(nn.Module):
             c_in, c_out = deconv.weight.shape[:2]
             weight = deconv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
             x = x @ weight  # (N, P, 4·C_out): the 2×2 block (a, b) of every pixel
+            if deconv.bias is not None:  # the same bias in each of the 4 blocks
+                x = x + deconv.bias.repeat(4)
             x = x.reshape(n, -1, c_out)
-            if deconv.bias is not None:
-                x = x + deconv.bias
             if isinstance(norm, nn.GroupNorm):
                 if norm.num_groups != 1:  # pragma: no cover - EfficientSAM uses GroupNorm(1)
                     raise ValueError("subpixel upscaling supports GroupNorm(1, C) only")

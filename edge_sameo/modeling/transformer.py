@@ -25,6 +25,10 @@ class TwoWayAttention(nn.Module):
         #: tokens) without splitting the queries into heads (see ``_few_keys``): the same
         #: numbers without transposing the (N, h·w, C) image side. Off = the original.
         self.few_keys = False
+        #: ``True`` computes attention from a few queries (prompt tokens) to many keys (a
+        #: per-box image) without projecting the keys and values (see ``_few_queries``).
+        #: Off = the original.
+        self.few_queries = False
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -34,6 +38,8 @@ class TwoWayAttention(nn.Module):
         """q (B, Nq, C), k and v (B, Nk, C) -> (B, Nq, C); a batch-1 side broadcasts."""
         if self.few_keys:
             return self._few_keys(q, k, v)
+        if self.few_queries:
+            return self._few_queries(q, k, v)
         out = attention(
             self._heads(self.q_proj(q)),
             self._heads(self.k_proj(k)),
@@ -54,10 +60,11 @@ class TwoWayAttention(nn.Module):
         """
         heads, t = self.num_heads, k.shape[1]
         d = self.internal_dim // heads
-        qp = self.q_proj(q) * (d**-0.5)  # (B, Q, C)
+        qp = self.q_proj(q)  # (B, Q, C)
         kp = self.k_proj(k).reshape(-1, t, heads, d).permute(0, 2, 3, 1)  # (B, H, d, T)
+        # the 1/sqrt(d) scale on the few keys, not on the (B, Q, C) image side
         eye = torch.eye(heads, dtype=kp.dtype, device=kp.device).reshape(heads, 1, heads, 1)
-        kbd = (kp.unsqueeze(3) * eye).reshape(-1, self.internal_dim, heads * t)
+        kbd = (kp.unsqueeze(3) * (eye * d**-0.5)).reshape(-1, self.internal_dim, heads * t)
         scores = qp @ kbd  # (B, Q, H·T)
         attn = torch.softmax(scores.unflatten(-1, (heads, t)), dim=-1).flatten(2)
         w_out = self.out_proj.weight.t().reshape(heads, 1, d, -1)  # (H, 1, d, D)
@@ -65,7 +72,34 @@ class TwoWayAttention(nn.Module):
         # A broadcast product + sum, not a MatMul: it is part of attention, which int8
         # recipes keep float, and it is tiny (T prompt tokens).
         v_out = (vp.unsqueeze(-1) * w_out).sum(3).reshape(vp.shape[0], heads * t, -1)
-        return attn @ v_out + self.out_proj.bias
+        # Each head's weights sum to 1, so every row of ``attn`` sums to H: out_proj's bias,
+        # split over the heads' value rows, is added once per output row, on the small side.
+        return attn @ (v_out + self.out_proj.bias / heads)
+
+    def _few_queries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Multi-head attention with the keys and values left unprojected.
+
+        Each head's query is taken back through its slice of ``k_proj`` (scores
+        ``(q W_q,h) (k W_k,h)ᵀ = (q W_q,h W_k,h) kᵀ``), and its attention-weighted sum of
+        the raw values through its slice of ``v_proj`` afterwards (the weights sum to 1).
+        ``k_proj``'s bias adds the same amount to every score of a query, which softmax
+        ignores, so it drops out; ``v_proj``'s is added to the few outputs. The same
+        numbers in exact arithmetic; worth it when the queries are few (the prompt
+        tokens, H·T rows) and the keys many and different per box (the image after the
+        first image update): no (B, h·w, C) projection, bias or transpose remains.
+        """
+        b, t, _ = q.shape
+        heads = self.num_heads
+        d = self.internal_dim // heads
+        c = k.shape[-1]
+        qp = self.q_proj(q).reshape(b, t, heads, d).transpose(1, 2) * (d**-0.5)  # (B, H, T, d)
+        qk = (qp @ self.k_proj.weight.reshape(heads, d, c)).reshape(b, heads * t, c)
+        # (B, h·w, H·T): the image rows stay in their (B, h·w, C) layout
+        attn = torch.softmax(k @ qk.transpose(1, 2), dim=1)
+        ctx = (attn.transpose(1, 2) @ v).reshape(b, heads, t, c)
+        w_v = self.v_proj.weight.reshape(heads, d, c).transpose(1, 2)  # (H, C, d)
+        out = ctx @ w_v + self.v_proj.bias.reshape(heads, 1, d)  # (B, H, T, d)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.internal_dim))
 
 
 class TwoWayAttentionBlock(nn.Module):
