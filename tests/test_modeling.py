@@ -95,6 +95,10 @@ def test_token_layout_decoder_matches_original(shared_embedding: bool) -> None:
             False,
             True,
         ]
+        assert [layer.cross_attn_image_to_token.fold_queries for layer in transformer.layers] == [
+            False,
+            True,
+        ]
         assert transformer.final_attn_token_to_image.few_queries
         fast = model.decode_boxes(emb, boxes)
         single = model.decode_boxes(emb[:1], boxes[:1], multimask_output=False)

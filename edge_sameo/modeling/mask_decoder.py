@@ -67,8 +67,9 @@ class MaskDecoder(nn.Module):
             assert isinstance(layer, TwoWayAttentionBlock)
             layer.cross_attn_image_to_token.few_keys = on
             # the first layer's image is the one embedding broadcast to every box: its
-            # key and value projections run once, cheaper than unprojected attention
+            # projections run once, cheaper than unprojected attention
             layer.cross_attn_token_to_image.few_queries = on and i > 0
+            layer.cross_attn_image_to_token.fold_queries = on and i > 0
         self.transformer.final_attn_token_to_image.few_queries = on
 
     def forward(

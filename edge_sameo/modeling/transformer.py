@@ -29,6 +29,9 @@ class TwoWayAttention(nn.Module):
         #: per-box image) without projecting the keys and values (see ``_few_queries``).
         #: Off = the original.
         self.few_queries = False
+        #: With ``few_keys``: take the keys back through ``q_proj`` instead of projecting
+        #: the many queries (worth it when the image differs per box; see ``_few_keys``).
+        self.fold_queries = False
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -60,12 +63,15 @@ class TwoWayAttention(nn.Module):
         """
         heads, t = self.num_heads, k.shape[1]
         d = self.internal_dim // heads
-        qp = self.q_proj(q)  # (B, Q, C)
         kp = self.k_proj(k).reshape(-1, t, heads, d).permute(0, 2, 3, 1)  # (B, H, d, T)
         # the 1/sqrt(d) scale on the few keys, not on the (B, Q, C) image side
         eye = torch.eye(heads, dtype=kp.dtype, device=kp.device).reshape(heads, 1, heads, 1)
         kbd = (kp.unsqueeze(3) * (eye * d**-0.5)).reshape(-1, self.internal_dim, heads * t)
-        scores = qp @ kbd  # (B, Q, H·T)
+        if self.fold_queries:  # (q W_qᵀ + b_q) kbd = q (W_qᵀ kbd) + b_q kbd
+            bias = (self.q_proj.bias @ kbd).unsqueeze(1)  # (B, 1, H·T)
+            scores = q @ (self.q_proj.weight.t() @ kbd) + bias  # (B, Q, H·T)
+        else:
+            scores = self.q_proj(q) @ kbd  # (B, Q, H·T)
         attn = torch.softmax(scores.unflatten(-1, (heads, t)), dim=-1).flatten(2)
         w_out = self.out_proj.weight.t().reshape(heads, 1, d, -1)  # (H, 1, d, D)
         vp = self.v_proj(v).reshape(-1, t, heads, d).transpose(1, 2)  # (B, H, T, d)
