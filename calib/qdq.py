@@ -222,6 +222,12 @@ def quantize_graph(src: Path, dst: Path, feeds: Iterable[Feed], cfg: QdqConfig) 
 
     model = onnx.load(str(src))
     excluded = matching_nodes(model, cfg.node_patterns)
+    # ORT's MatMulConstBOnly leaves an activation right operand float but still quantizes a
+    # constant left one (weight @ activation, as in the decoder's few-query attention): the
+    # MatMuls the recipe does not target are excluded outright.
+    targets = targeted_nodes(model, cfg, excluded)
+    matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"}
+    untargeted = sorted(matmuls - targets - set(excluded))
     reader = _FeedReader(feeds)
     with tempfile.TemporaryDirectory(prefix="edge-sameo-qdq-") as tmp, _quiet_ort_hints():
         raw = Path(tmp) / "quantized.onnx"
@@ -230,13 +236,12 @@ def quantize_graph(src: Path, dst: Path, feeds: Iterable[Feed], cfg: QdqConfig) 
             str(raw),
             reader,
             op_types_to_quantize=list(cfg.op_types),
-            nodes_to_exclude=excluded,
+            nodes_to_exclude=[*excluded, *untargeted],
             **_ort_options(cfg),
         )
         quantized = onnx.load(str(raw))
     if reader.count == 0:
         raise InputError(f"no calibration data for {src.name}")
-    targets = targeted_nodes(model, cfg, excluded)
     skipped = set(excluded) & {n.name for n in model.graph.node if n.op_type in cfg.op_types}
     rewired = keep_float_consumers_float(quantized, targets) if cfg.quant_format == "qdq" else 0
     atomic_write_bytes(dst, quantized.SerializeToString())

@@ -314,3 +314,12 @@ def test_export_cache_key_covers_the_refiner_config() -> None:
     larger_crop = with_refiner(dual_tiny(), RefinerConfig(crop=64, widths=(4, 8, 16)))
     assert weights_digest(small) != weights_digest(larger_crop)  # the same weights
     assert weights_digest(small) != weights_digest(dual_tiny())
+
+
+def test_export_cache_folder_names_the_graph_revision() -> None:
+    """A newer edge-sameo that exports other graphs does not reuse an older export."""
+    from edge_sameo.backends.registry import GRAPH_REVISION, cached_export_dir
+    from edge_sameo.checkpoint import weights_digest
+
+    model = dual_tiny()
+    assert cached_export_dir(model).name == f"{weights_digest(model)}-r{GRAPH_REVISION}"

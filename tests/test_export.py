@@ -48,6 +48,39 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EfficientS
     return out, model
 
 
+def test_a_two_layer_decoder_exports_with_the_same_numbers(tmp_path: Path) -> None:
+    """The few-query / folded-query attention of the layers after the first (the tiny
+    model's decoder has one layer) through ONNX Runtime: the original torch code's numbers
+    at 1 and 5 boxes; the weight reshapes and repeated biases fold into constants."""
+    import dataclasses
+
+    import onnxruntime as ort
+
+    from edge_sameo import CONFIGS
+    from edge_sameo.modeling import set_token_layout
+
+    model = build_model(dataclasses.replace(CONFIGS["tiny"], decoder_depth=2), modal_decoder=True)
+    model.load_state_dict(seeded_state_dict(manifest_of(model.state_dict()), seed=2))
+    torch.manual_seed(5)
+    for name, p in model.named_parameters():
+        if name.startswith(("mask_decoder.", "modal_decoder.")) and name.endswith("bias"):
+            p.data.normal_()
+    export_onnx(model, ExportConfig(out_dir=tmp_path))  # check=True: ORT vs torch + TRT ops
+    graph = onnx.load(str(tmp_path / "decoder.onnx")).graph
+    assert "Tile" not in {n.op_type for n in graph.node}  # the upscaling's bias, 4 times
+    sess = ort.InferenceSession(str(tmp_path / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    model.eval()
+    set_token_layout(model, False)  # the original code
+    emb = model.encode(torch.rand(1, 3, 128, 128))
+    for n in (1, 5):
+        xy = torch.rand(n, 2) * 80
+        boxes = torch.cat([xy, xy + 10 + torch.rand(n, 2) * 38], 1)
+        with torch.no_grad():
+            want, _ = model.decode_boxes(emb, boxes)
+        got = sess.run(None, {IMAGE_EMBEDDINGS: emb.detach().numpy(), BOXES: boxes.numpy()})[0]
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
 def test_export_writes_graphs_and_contract(exported: tuple[Path, EfficientSam]) -> None:
     out, model = exported
     contract = ExportContract.read(out)

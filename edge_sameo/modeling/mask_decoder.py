@@ -66,8 +66,9 @@ class MaskDecoder(nn.Module):
         for i, layer in enumerate(self.transformer.layers):
             assert isinstance(layer, TwoWayAttentionBlock)
             layer.cross_attn_image_to_token.few_keys = on
-            # the first layer's image is the one embedding broadcast to every box: its
-            # projections run once, cheaper than unprojected attention
+            # the first layer's image is the one embedding broadcast to every box (as the
+            # exported decoder takes it): its projections run once, cheaper than
+            # unprojected attention
             layer.cross_attn_token_to_image.few_queries = on and i > 0
             layer.cross_attn_image_to_token.fold_queries = on and i > 0
         self.transformer.final_attn_token_to_image.few_queries = on
@@ -150,7 +151,7 @@ class MaskDecoder(nn.Module):
             weight = deconv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
             x = x @ weight  # (N, P, 4·C_out): the 2×2 block (a, b) of every pixel
             if deconv.bias is not None:  # the same bias in each of the 4 blocks
-                x = x + deconv.bias.repeat(4)
+                x = x + torch.cat([deconv.bias] * 4)
             x = x.reshape(n, -1, c_out)
             if isinstance(norm, nn.GroupNorm):
                 if norm.num_groups != 1:  # pragma: no cover - EfficientSAM uses GroupNorm(1)

@@ -68,7 +68,7 @@ class TwoWayAttention(nn.Module):
         eye = torch.eye(heads, dtype=kp.dtype, device=kp.device).reshape(heads, 1, heads, 1)
         kbd = (kp.unsqueeze(3) * (eye * d**-0.5)).reshape(-1, self.internal_dim, heads * t)
         if self.fold_queries:  # (q W_qᵀ + b_q) kbd = q (W_qᵀ kbd) + b_q kbd
-            bias = (self.q_proj.bias @ kbd).unsqueeze(1)  # (B, 1, H·T)
+            bias = self.q_proj.bias.unsqueeze(0) @ kbd  # (B, 1, H·T)
             scores = q @ (self.q_proj.weight.t() @ kbd) + bias  # (B, Q, H·T)
         else:
             scores = self.q_proj(q) @ kbd  # (B, Q, H·T)
@@ -86,26 +86,31 @@ class TwoWayAttention(nn.Module):
         """Multi-head attention with the keys and values left unprojected.
 
         Each head's query is taken back through its slice of ``k_proj`` (scores
-        ``(q W_q,h) (k W_k,h)ᵀ = (q W_q,h W_k,h) kᵀ``), and its attention-weighted sum of
+        ``(q W_q,hᵀ)(k W_k,hᵀ)ᵀ = (q W_q,hᵀ W_k,h) kᵀ``), and its attention-weighted sum of
         the raw values through its slice of ``v_proj`` afterwards (the weights sum to 1).
         ``k_proj``'s bias adds the same amount to every score of a query, which softmax
         ignores, so it drops out; ``v_proj``'s is added to the few outputs. The same
         numbers in exact arithmetic; worth it when the queries are few (the prompt
         tokens, H·T rows) and the keys many and different per box (the image after the
-        first image update): no (B, h·w, C) projection, bias or transpose remains.
+        first image update): no (B, h·w, C) projection, bias or head transpose remains
+        (only the (B, h·w, H·T) weights are transposed).
         """
-        b, t, _ = q.shape
+        t = q.shape[1]
         heads = self.num_heads
         d = self.internal_dim // heads
-        c = k.shape[-1]
-        qp = self.q_proj(q).reshape(b, t, heads, d).transpose(1, 2) * (d**-0.5)  # (B, H, T, d)
-        qk = (qp @ self.k_proj.weight.reshape(heads, d, c)).reshape(b, heads * t, c)
+        c = self.k_proj.in_features  # a constant: the weight reshapes fold at export
+        qp = self.q_proj(q).reshape(-1, t, heads, d).permute(0, 2, 3, 1) * (d**-0.5)  # (B,H,d,T)
+        # The weight slices multiply from the left (weight @ activation): int8 recipes
+        # quantize products with a constant right operand, and these belong to attention,
+        # which they keep float (and they are tiny: T tokens).
+        w_k = self.k_proj.weight.reshape(heads, d, c).transpose(1, 2)  # (H, C, d)
+        qk = (w_k @ qp).permute(0, 2, 1, 3).reshape(-1, c, heads * t)  # (B, C, H·T)
         # (B, h·w, H·T): the image rows stay in their (B, h·w, C) layout
-        attn = torch.softmax(k @ qk.transpose(1, 2), dim=1)
-        ctx = (attn.transpose(1, 2) @ v).reshape(b, heads, t, c)
-        w_v = self.v_proj.weight.reshape(heads, d, c).transpose(1, 2)  # (H, C, d)
-        out = ctx @ w_v + self.v_proj.bias.reshape(heads, 1, d)  # (B, H, T, d)
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.internal_dim))
+        attn = torch.softmax(k @ qk, dim=1)
+        ctx = (attn.transpose(1, 2) @ v).reshape(-1, heads, t, c).transpose(2, 3)  # (B,H,C,T)
+        out = self.v_proj.weight.reshape(heads, d, c) @ ctx  # (B, H, d, T)
+        out = out + self.v_proj.bias.reshape(heads, d, 1)
+        return self.out_proj(out.permute(0, 3, 1, 2).reshape(-1, t, self.internal_dim))
 
 
 class TwoWayAttentionBlock(nn.Module):
