@@ -93,7 +93,7 @@ class TwoWayAttention(nn.Module):
         numbers in exact arithmetic; worth it when the queries are few (the prompt
         tokens, H·T rows) and the keys many and different per box (the image after the
         first image update): no (B, h·w, C) projection, bias or head transpose remains
-        (only the (B, h·w, H·T) weights are transposed).
+        (only the (B, h·w, H·T) attention weights are transposed).
         """
         t = q.shape[1]
         heads = self.num_heads
