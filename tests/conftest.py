@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge_sameo import build_model
+from edge_sameo import CONFIGS, build_model
 from edge_sameo.modeling import EfficientSam
 from edge_sameo.seeded import manifest_of, seeded_state_dict
 
@@ -48,8 +49,10 @@ def seeded_vitt() -> EfficientSam:
     return model
 
 
-def seeded_tiny(seed: int = 0) -> EfficientSam:
-    model = build_model("tiny")
+def seeded_tiny(seed: int = 0, modal_decoder: bool = False, **config: Any) -> EfficientSam:
+    """The tiny model with seeded weights; ``config`` overrides fields of its config
+    (e.g. ``decoder_depth=2``)."""
+    model = build_model(dataclasses.replace(CONFIGS["tiny"], **config), modal_decoder=modal_decoder)
     model.load_state_dict(seeded_state_dict(manifest_of(model.state_dict()), seed=seed))
     return model
 

@@ -52,15 +52,12 @@ def test_a_two_layer_decoder_exports_with_the_same_numbers(tmp_path: Path) -> No
     """The few-query / folded-query attention of the layers after the first (the tiny
     model's decoder has one layer) through ONNX Runtime: the original torch code's numbers
     at 1 and 5 boxes; the weight reshapes and repeated biases fold into constants."""
-    import dataclasses
-
     import onnxruntime as ort
 
-    from edge_sameo import CONFIGS
     from edge_sameo.modeling import set_token_layout
+    from tests.conftest import seeded_tiny
 
-    model = build_model(dataclasses.replace(CONFIGS["tiny"], decoder_depth=2), modal_decoder=True)
-    model.load_state_dict(seeded_state_dict(manifest_of(model.state_dict()), seed=2))
+    model = seeded_tiny(2, modal_decoder=True, decoder_depth=2)
     torch.manual_seed(5)
     for name, p in model.named_parameters():
         if name.startswith(("mask_decoder.", "modal_decoder.")) and name.endswith("bias"):

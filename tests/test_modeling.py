@@ -72,12 +72,7 @@ def test_token_layout_decoder_matches_original(shared_embedding: bool) -> None:
     numbers: upscaling as per-pixel products, few-key attention without head transposes,
     few-query attention without the image-side key and value projections (two layers, so
     that a layer after the first, with a per-box image, is covered)."""
-    import dataclasses
-
-    from edge_sameo.seeded import manifest_of, seeded_state_dict
-
-    model = build_model(dataclasses.replace(CONFIGS["tiny"], decoder_depth=2))
-    model.load_state_dict(seeded_state_dict(manifest_of(model.state_dict()), seed=0))
+    model = seeded_tiny(decoder_depth=2)
     torch.manual_seed(3)
     for name, p in model.mask_decoder.named_parameters():
         if name.endswith("bias") or isinstance(
