@@ -16,6 +16,7 @@ from edge_sameo.bench import (
     FRAME_STAGES,
     ISA_FLAGS,
     BenchConfig,
+    _peak_line,
     bench_boxes,
     compare_backends,
     compare_table,
@@ -63,8 +64,28 @@ def test_bench_reports_every_stage_against_the_baseline(tmp_path: Path) -> None:
     assert report["peak"]["gflops"]["fp32"] > 0 and "GFLOP/s" in peak
     eff = report["efficiency"][BASELINE]
     assert eff["encoder"]["pct_of_peak"] > 0 and eff["decoder/3"]["gflops"] > 0
+    # ... and against a GEMM measured in the same run (the peak's clock may not be turbo's).
+    gemm = report["peak"]["gemm"]["fp32"]
+    assert gemm > 0 and "measured GEMM" in peak
+    share = 100 * eff["encoder"]["gflops"] / gemm
+    assert eff["encoder"]["pct_of_gemm"] == pytest.approx(share) and "% GEMM" in table
     paths = write_report(report, tmp_path)
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
+
+
+def test_peak_line_names_the_clock_a_faster_gemm_implies() -> None:
+    peak = {
+        "ghz": 2.0,
+        "cores": 2,
+        "flops_per_cycle": {"fp32": 32, "bf16": 64},
+        "gflops": {"fp32": 128.0, "bf16": 256.0},
+        "gemm": {"fp32": 192.0, "bf16": 300.0},
+    }
+    line = _peak_line(peak)
+    assert "measured GEMM (torch, 2048²): fp32 192, bf16 300 GFLOP/s" in line
+    assert "≥ 3.00 GHz" in line  # 192 / (2 cores × 32 FLOP/cycle)
+    peak["gemm"] = {"fp32": 100.0}
+    assert "GHz:" not in _peak_line(peak) and "fp32 100 GFLOP/s" in _peak_line(peak)
 
 
 def test_bench_config_validation() -> None:
