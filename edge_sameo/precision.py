@@ -26,7 +26,7 @@ RUNTIME_PRECISIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "torch": ("fp32", "fp16", "bf16"),
         "onnxruntime": ("fp32", "fp16", "int8"),
         # bf16 is OpenVINOBackend's own default; create_backend without a precision
-        # chooses per CPU (registry.openvino_precision: bf16 only where measured faster)
+        # chooses per CPU (OpenVINOBackend.default_precision: bf16 only where measured faster)
         "openvino": ("bf16", "fp32", "fp16", "int8"),
         "tensorrt": ("fp16", "fp32", "int8"),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -59,6 +59,18 @@ class Backend(ABC):
         self.check_precision(precision)
         self.contract = contract
         self.precision = precision
+
+    @classmethod
+    def default_precision(cls) -> str:
+        """The precision this runtime runs when none is named: its first, unless the runtime
+        chooses per machine (OpenVINO)."""
+        return cls.precisions[0]
+
+    @classmethod
+    def default_options(cls, precision: str) -> dict[str, Any]:
+        """Constructor options that this runtime's default ``precision`` (:meth:`default_precision`,
+        or ``auto``'s) comes with; ``create_backend`` adds them when no precision is named."""
+        return {}
 
     @classmethod
     def check_precision(cls, precision: str) -> None:

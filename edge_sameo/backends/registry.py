@@ -80,37 +80,17 @@ def is_available(name: str) -> bool:
 
 def auto_choice() -> tuple[str, str]:
     """(backend, precision) expected fastest here, by the order measured in
-    docs/BENCHMARKS.md: GPU -> TensorRT fp16, else torch CUDA fp16; CPU -> OpenVINO
-    (bf16 where it is faster than fp32, :func:`~edge_sameo.backends.openvino_backend.bf16_pays`;
-    for the encoder only, see :func:`default_options`), else ONNX Runtime fp32, else torch."""
+    docs/BENCHMARKS.md: GPU -> TensorRT fp16, else torch CUDA fp16; CPU -> OpenVINO at its
+    default precision (bf16 where it is faster than fp32, for the encoder only:
+    :meth:`~edge_sameo.backends.openvino_backend.OpenVINOBackend.default_options`), else ONNX
+    Runtime fp32, else torch."""
     if torch.cuda.is_available():
         return ("tensorrt", "fp16") if is_available("tensorrt") else ("torch", "fp16")
     if is_available("openvino"):
-        return ("openvino", openvino_precision())
+        return ("openvino", backend_class("openvino").default_precision())
     if is_available("onnxruntime"):
         return ("onnxruntime", "fp32")
     return ("torch", "fp32")
-
-
-def openvino_precision() -> str:
-    """OpenVINO's default precision here: bf16 where it is faster than fp32
-    (:func:`~edge_sameo.backends.openvino_backend.cpu_prefers_bf16`), else fp32."""
-    from edge_sameo.backends.openvino_backend import cpu_prefers_bf16
-
-    return "bf16" if cpu_prefers_bf16() else "fp32"
-
-
-def default_options(backend: str, precision: str) -> dict[str, Any]:
-    """What a runtime's default precision (``auto``'s, or the runtime's own when no
-    precision is named) adds: on OpenVINO bf16 the stages that make the masks (decoder,
-    refiner) run in fp32. Measured (docs/BENCHMARKS.md,
-    "bf16 encoder, fp32 masks"): the bundled nano's frame is as fast or faster that way and
-    its masks agree with fp32 (``make demo`` AP50 0.816 as in fp32, 0.790 all in bf16); the
-    ViT-Ti frame costs about 6 % more for mask IoU 0.986 instead of 0.947 against fp32.
-    ``--precision bf16`` still runs every graph in bf16."""
-    if (backend, precision) == ("openvino", "bf16"):
-        return {"decoder_precision": "fp32"}
-    return {}
 
 
 def cache_root() -> Path:
@@ -167,7 +147,8 @@ def create_backend(
     """Create a runtime for ``source`` (model, checkpoint path or export folder).
 
     ``backend="auto"`` picks the fastest available (see :func:`auto_choice`);
-    ``precision=None`` takes the runtime's default (with :func:`default_options`).
+    ``precision=None`` takes the runtime's default (``Backend.default_precision`` with its
+    ``default_options``).
     ``export``: writes a model's export when an ONNX runtime needs one not cached yet
     (:func:`export_dir_for`); ``build``: builds TensorRT engines missing from the engine cache
     (:class:`~edge_sameo.backends.tensorrt_backend.TensorRTBackend`). Without them only
@@ -200,10 +181,8 @@ def create_backend(
             f"backend {backend!r} needs {what}: pip install 'edge-sameo[{extra}]'"
         )
     if precision is None:  # the runtime's default, with its per-stage settings
-        precision = auto_precision or (
-            openvino_precision() if backend == "openvino" else cls.precisions[0]
-        )
-        options = {**default_options(backend, precision), **options}
+        precision = auto_precision or cls.default_precision()
+        options = {**cls.default_options(precision), **options}
     # Each runtime's constructor takes its own source (a model, or an export folder).
     factory: Callable[..., Backend] = cls
     if backend == "torch":
