@@ -116,7 +116,25 @@ def crop_inputs(
                 m = _to_crop(win, r, (w / lw, h / lh))
                 x = np.clip(lo[i], -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP
                 out[i, c] = _warp(np.ascontiguousarray(x, np.float32), m, r, -1.0)
+    if cfg.others:
+        assert visible_logits is not None
+        others = _others(np.clip(visible_logits, -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP)
+        lh, lw = visible_logits.shape[1:]
+        for i in range(n):
+            m = _to_crop(windows[i], r, (w / lw, h / lh))
+            out[i, -1] = _warp(np.ascontiguousarray(others[i]), m, r, -1.0)
     return out
+
+
+def _others(v: NDArray[np.float32]) -> NDArray[np.float32]:
+    """(N, L, L) -> per box the max over the other boxes (-1 where there is none)."""
+    n = len(v)
+    if n == 1:
+        return np.full_like(v, -1.0)
+    order = np.argsort(-v, axis=0)[:2]
+    top = np.take_along_axis(v, order, 0)
+    mine = order[0][None] == np.arange(n)[:, None, None]
+    return np.where(mine, top[1][None], top[0][None]).astype(np.float32)
 
 
 def refiner_crops(

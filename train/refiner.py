@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
+from torch import nn
 
 from edge_sameo import bundled
 from edge_sameo.data.synth import SynthConfig, compose_scene, dual_scenes, item_seed, render
@@ -126,7 +127,7 @@ def scene_samples(
     unit = np.array([1000 / w, 1000 / h, 1000 / w, 1000 / h], np.float32)
     boxes = jitter_boxes(boxes * unit, rng, BOX_JITTER, BOX_JITTER_MAX, 1000) / unit
     amodal_lr, visible_lr = coarse_logits(model, image, boxes)
-    full = RefinerConfig(cfg.crop, cfg.widths, True, cfg.grow)  # samples keep every channel
+    full = RefinerConfig(cfg.crop, cfg.widths, True, cfg.grow, others=cfg.others)  # every channel
     windows, inputs = refiner_crops(image, boxes, full, amodal_lr, visible_lr)
     targets = np.stack(
         [crop_masks(amodal, windows, cfg.crop), crop_masks(visible, windows, cfg.crop)], 1
@@ -166,7 +167,7 @@ def generate(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     model = load_model(args.nano).eval()
-    cfg = RefinerConfig(crop=args.crop, grow=args.grow)
+    cfg = RefinerConfig(crop=args.crop, grow=args.grow, others=args.others)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     synth = SynthConfig(pillars=args.pillars, free_shapes=args.free_shapes)
@@ -311,6 +312,34 @@ def load_init(model: MaskRefiner, path: Path) -> None:
     if got == cfg:
         model.load_state_dict(init["state_dict"])
         return
+    if not got.others and cfg.others and dataclasses.replace(got, others=True) == cfg:
+        # Grown: the others channel added to every stage's first convolution, its weights
+        # at zero, so the run starts computing the init's function.
+        state = dict(init["state_dict"])
+        own = model.state_dict()
+        for k, v in state.items():
+            if own[k].shape != v.shape:  # a first convolution: (out, C_in, 3, 3)
+                grown = torch.zeros(own[k].shape, dtype=v.dtype)
+                grown[:, : v.shape[1]] = v
+                state[k] = grown
+        model.load_state_dict(state)
+        return
+    if (
+        got.global_dim == 0
+        and cfg.global_dim
+        and dataclasses.replace(got, global_dim=cfg.global_dim) == cfg
+    ):
+        # Grown: a fully connected bottleneck added to every stage, its output layer at zero,
+        # so the run starts computing the init's function.
+        missing, unexpected = model.load_state_dict(init["state_dict"], strict=False)
+        assert not unexpected and all("glob." in k for k in missing), (missing, unexpected)
+        for m in [model, *model.cascade]:
+            assert isinstance(m, MaskRefiner) and m.glob is not None
+            out_layer = m.glob[2]
+            assert isinstance(out_layer, nn.Linear)
+            nn.init.zeros_(out_layer.weight)
+            nn.init.zeros_(out_layer.bias)
+        return
     if got != dataclasses.replace(cfg, stages=1) or not got.use_logits:
         raise SystemExit(f"{path}: its refiner config differs from this run's")
     state = {k: v for k, v in init["state_dict"].items() if not k.startswith("cascade.")}
@@ -333,6 +362,7 @@ def fit(args: argparse.Namespace) -> None:
         residual=args.residual,
         global_dim=args.global_dim,
         stages=args.stages,
+        others=args.others,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -562,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nano", default=str(bundled.NANO))
     g.add_argument("--seed", type=int, default=2000)
     g.add_argument("--first", type=int, default=0)
+    g.add_argument("--others", action="store_true", help="EXPERIMENT: the others channel")
     g.add_argument("--shards", type=int, default=100)
     g.add_argument("--scenes", type=int, default=40, help="scenes per shard")
     g.add_argument("--crop", type=int, default=64)
@@ -590,6 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-logits", action="store_true")
     f.add_argument("--residual", action="store_true", help="outputs correct the input logits")
     f.add_argument("--global-dim", type=int, default=0, help="fully connected bottleneck width")
+    f.add_argument("--others", action="store_true", help="EXPERIMENT: the others channel")
     f.add_argument("--stages", type=int, default=1, help="U-Nets in a cascade")
     f.add_argument(
         "--bf16",

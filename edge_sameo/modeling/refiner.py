@@ -62,6 +62,9 @@ class RefinerConfig:
     #: the previous stage's two logit maps in place of the decoders' (same window, same
     #: crop), and corrects them; the last stage's logits are the output.
     stages: int = 1
+    #: EXPERIMENT: a last input channel with the other boxes' visible logits (per pixel the
+    #: max over the frame's other boxes): where this box's occluders are.
+    others: bool = False
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2:
@@ -74,6 +77,8 @@ class RefinerConfig:
             raise ValueError(f"global_dim must be >= 0, got {self.global_dim}")
         if self.stages < 1:
             raise ValueError(f"stages must be >= 1, got {self.stages}")
+        if self.others and not self.use_logits:
+            raise ValueError("the others channel needs the decoders' logits as inputs")
         if self.residual and not self.use_logits:
             raise ValueError("a residual refiner needs the decoders' logits as inputs")
 
@@ -86,7 +91,7 @@ class RefinerConfig:
     def in_channels(self) -> int:
         """C_in of the input crops: RGB and box, plus both decoders' logits when
         ``use_logits``."""
-        return self.prompt_channels + (LOGIT_CHANNELS if self.use_logits else 0)
+        return self.prompt_channels + (LOGIT_CHANNELS if self.use_logits else 0) + self.others
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready fields (``widths`` as a list)."""
@@ -146,10 +151,11 @@ class MaskRefiner(nn.Module):
         """The logits of every cascade stage, first to last."""
         outs = [self._unet(x)]
         keep = x[:, : self.config.prompt_channels]
+        extra = x[:, self.config.prompt_channels + LOGIT_CHANNELS :]  # the others channel
         for stage in self.cascade:
             assert isinstance(stage, MaskRefiner)
             prev = torch.clamp(outs[-1], -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP
-            outs.append(stage._unet(torch.cat([keep, prev], dim=1)))
+            outs.append(stage._unet(torch.cat([keep, prev, extra], dim=1)))
         return outs
 
     def _unet(self, x: torch.Tensor) -> torch.Tensor:
