@@ -188,7 +188,8 @@ def refiner_contract(
                 CROPS,
                 "float32",
                 (NUM_BOXES, cfg.in_channels, r, r),
-                "per box: RGB, prompt box, decoder logits (edge_sameo.refine.crop_inputs)",
+                "per box: RGB, prompt box, decoder logits[, the other boxes' visible logits] "
+                "(edge_sameo.refine.crop_inputs)",
             ),
         ),
         outputs=(TensorSpec(REFINED_LOGITS, "float32", (NUM_BOXES, 2, r, r), "amodal, visible"),),

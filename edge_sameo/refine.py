@@ -92,7 +92,9 @@ def crop_inputs(
 ) -> NDArray[np.float32]:
     """The refiner's (N, C, R, R) float32 input: RGB (ImageNet-normalised; mean grey past
     the image border), the prompt box channel, and with ``cfg.use_logits`` the amodal and
-    visible (N, L, L) low-res logits resampled into each window (-1 past the border)."""
+    visible (N, L, L) low-res logits resampled into each window (-1 past the border), and with
+    ``cfg.occluders`` the other boxes' visible logits, per pixel the largest
+    (:func:`other_boxes_max`), resampled the same way."""
     r, n = cfg.crop, len(windows)
     h, w = image.shape[:2]
     out = np.empty((n, cfg.in_channels, r, r), np.float32)
@@ -116,9 +118,9 @@ def crop_inputs(
                 m = _to_crop(win, r, (w / lw, h / lh))
                 x = np.clip(lo[i], -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP
                 out[i, c] = _warp(np.ascontiguousarray(x, np.float32), m, r, -1.0)
-    if cfg.others:
-        assert visible_logits is not None
-        others = _others(np.clip(visible_logits, -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP)
+    if cfg.occluders:
+        assert visible_logits is not None  # use_logits, checked above
+        others = other_boxes_max(np.clip(visible_logits, -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP)
         lh, lw = visible_logits.shape[1:]
         for i in range(n):
             m = _to_crop(windows[i], r, (w / lw, h / lh))
@@ -126,8 +128,10 @@ def crop_inputs(
     return out
 
 
-def _others(v: NDArray[np.float32]) -> NDArray[np.float32]:
-    """(N, L, L) -> per box the max over the other boxes (-1 where there is none)."""
+def other_boxes_max(v: NDArray[np.float32]) -> NDArray[np.float32]:
+    """(N, L, L) maps of N boxes -> (N, L, L): for each box, per cell the largest value among
+    the other boxes' maps (-1 where there is no other box). Two passes over the top two
+    values, not N² maps."""
     n = len(v)
     if n == 1:
         return np.full_like(v, -1.0)

@@ -229,11 +229,11 @@ def test_predictor_on_export_folder_gives_visible_and_amodal(
 
 @pytest.fixture(scope="module")
 def refined_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EfficientSam]:
-    """A refiner model and its export."""
+    """A refiner model (with the occluder channel, as the bundled one) and its export."""
     from tests.conftest import refined_tiny
 
     out = tmp_path_factory.mktemp("refined")
-    model = refined_tiny()
+    model = refined_tiny(occluders=True)
     export_onnx(model, ExportConfig(out_dir=out, check=False))
     return out, model
 
@@ -248,7 +248,7 @@ def crops(refined_export: tuple[Path, EfficientSam]) -> np.ndarray:
     predictor = AmodalPredictor(recorder)
     predictor.set_image(reference_image(96, 128, seed=4))
     predictor.predict(REFINER_BOXES)
-    assert recorder.crops is not None and recorder.crops.shape == (3, 6, 32, 32)
+    assert recorder.crops is not None and recorder.crops.shape == (3, 7, 32, 32)
     return recorder.crops
 
 

@@ -43,18 +43,32 @@ def disc(h: int, w: int, cx: float, cy: float, r: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("crop", "widths", "use_logits"), [(32, (4, 8, 16), True), (64, (8, 16, 32, 64), False)]
+    ("crop", "widths", "use_logits", "occluders", "channels"),
+    [
+        (32, (4, 8, 16), True, False, 6),
+        (64, (8, 16, 32, 64), False, False, 4),
+        (32, (4, 8), True, True, 7),
+    ],
 )
-def test_refiner_shapes(crop: int, widths: tuple[int, ...], use_logits: bool) -> None:
-    cfg = RefinerConfig(crop=crop, widths=widths, use_logits=use_logits)
-    assert cfg.in_channels == (6 if use_logits else 4)
+def test_refiner_shapes(
+    crop: int, widths: tuple[int, ...], use_logits: bool, occluders: bool, channels: int
+) -> None:
+    cfg = RefinerConfig(crop=crop, widths=widths, use_logits=use_logits, occluders=occluders)
+    assert cfg.in_channels == channels
     out = MaskRefiner(cfg)(torch.zeros(3, cfg.in_channels, crop, crop))
     assert out.shape == (3, 2, crop, crop)
     assert RefinerConfig.from_dict(cfg.to_dict()) == cfg
 
 
 @pytest.mark.parametrize(
-    "bad", [{"crop": 30, "widths": (4, 8, 16)}, {"widths": (8,)}, {"grow": 0.5}, {"stages": 0}]
+    "bad",
+    [
+        {"crop": 30, "widths": (4, 8, 16)},
+        {"widths": (8,)},
+        {"grow": 0.5},
+        {"stages": 0},
+        {"use_logits": False, "occluders": True},
+    ],
 )
 def test_refiner_config_rejects(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
@@ -78,6 +92,49 @@ def test_cascade_stages_refine_the_previous_logits(tmp_path: Path) -> None:
         assert torch.equal(second, one(torch.cat([x[:, :4], prev], dim=1)))
     with pytest.raises(SystemExit):  # a different U-Net cannot start it
         load_init(MaskRefiner(dataclasses.replace(SMALL, widths=(4, 8))), tmp_path / "r")
+
+
+def test_the_occluder_channel_reaches_every_stage_and_grows_from_a_refiner_without(
+    tmp_path: Path,
+) -> None:
+    """Every cascade stage reads the occluder channel (the last input); ``fit --init`` of the
+    same refiner without it starts with the new channel's weights at zero, computing the
+    init's function on the other channels."""
+    from edge_sameo.train.refiner import load_init
+
+    two = MaskRefiner(dataclasses.replace(SMALL, stages=2)).eval()
+    torch.save({"config": two.config.to_dict(), "state_dict": two.state_dict()}, tmp_path / "r")
+    grown = MaskRefiner(dataclasses.replace(SMALL, stages=2, occluders=True)).eval()
+    load_init(grown, tmp_path / "r")
+    x = torch.randn(3, 7, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(grown(x), two(x[:, :6]))
+        # trained weights on the channel: the output depends on it in both stages
+        for stage in (grown, grown.cascade[0]):
+            assert isinstance(stage, MaskRefiner)
+            first_conv = stage.down[0][0]
+            assert isinstance(first_conv, torch.nn.Conv2d) and first_conv.in_channels == 7
+            first_conv.weight[:, 6] = 0.5
+        first, second = grown.forward_stages(x)
+        prev = torch.clamp(first, -10, 10) / 10
+        stage2 = grown.cascade[0]
+        assert isinstance(stage2, MaskRefiner)
+        assert torch.equal(second, stage2(torch.cat([x[:, :4], prev, x[:, 6:]], dim=1)))
+        x2 = x.clone()
+        x2[:, 6] = -x2[:, 6]
+        assert not torch.equal(grown(x2), grown(x))
+
+
+def test_other_boxes_max() -> None:
+    from edge_sameo.refine import other_boxes_max
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5):
+        v = rng.normal(size=(n, 4, 6)).astype(np.float32)
+        got = other_boxes_max(v)
+        for i in range(n):
+            np.testing.assert_array_equal(got[i], np.delete(v, i, 0).max(0))
+    np.testing.assert_array_equal(other_boxes_max(np.zeros((1, 4, 6), np.float32)), -1.0)
 
 
 def test_windows_unite_prompt_and_coarse_box_and_grow() -> None:
@@ -131,6 +188,23 @@ def test_crop_inputs_channels() -> None:
     np.testing.assert_allclose(x[0, 5, 16, 16], 0.2)
     with pytest.raises(ValueError, match="logits"):
         crop_inputs(image, windows, prompts, SMALL)
+
+
+def test_crop_inputs_occluder_channel() -> None:
+    """With ``occluders`` each box's last channel is the other boxes' visible logits in its
+    window: box 0 sees box 1's visible part and box 1 sees box 0's."""
+    h, w = 64, 96
+    image = np.full((h, w, 3), 128, np.uint8)
+    prompts = np.array([[0, 0, 48, 64], [48, 0, 96, 64]], np.float32)
+    windows = np.array([[0, 0, 96, 64]] * 2, np.float32)  # both windows: the whole image
+    visible = np.full((2, 16, 16), -20.0, np.float32)
+    visible[0, :, :8] = 20.0  # box 0 visible on the left half, box 1 on the right
+    visible[1, :, 8:] = 20.0
+    cfg = dataclasses.replace(SMALL, occluders=True)
+    x = crop_inputs(image, windows, prompts, cfg, visible, visible)
+    assert x.shape == (2, 7, 32, 32)
+    np.testing.assert_array_equal(x[:, 6], x[::-1, 5])  # the other box's visible channel
+    assert x[0, 6, 16, 28] == 1.0 and x[0, 6, 16, 3] == -1.0
 
 
 def test_checkpoint_round_trip_keeps_the_refiner(tiny_model: EfficientSam, tmp_path: Path) -> None:
@@ -243,6 +317,11 @@ def test_samples_are_what_the_app_feeds_the_refiner(tiny_model: EfficientSam) ->
     s = scene_samples(model, image, amodal, visible, rng, SMALL)
     n = len(amodal)
     assert s.inputs.shape == (n, 6, 32, 32) and s.targets.shape == (n, 2, 32, 32)
+    # with the occluder channel: the same samples and one channel more
+    cfg = dataclasses.replace(SMALL, occluders=True)
+    s7 = scene_samples(model, image, amodal, visible, np.random.default_rng(0), cfg)
+    assert s7.inputs.shape == (n, 7, 32, 32)
+    np.testing.assert_array_equal(s7.inputs[:, :6], s.inputs)
     assert s.inputs.dtype == np.float16 and s.targets.dtype == np.uint8
     np.testing.assert_allclose(s.occlusion, 1 - visible.sum((1, 2)) / amodal.sum((1, 2)), 1e-6)
     # targets: visible inside amodal (up to resampling), both non-empty for visible objects
@@ -300,6 +379,10 @@ def test_fit_then_attach(tiny_model: EfficientSam, tmp_path: Path) -> None:
     assert main(args) == 0
     again = torch.load(tmp_path / "fit" / "state.pt", weights_only=True)
     assert again["step"] == state["step"]
+    # a refiner that reads the occluder channel needs samples that carry it
+    occ = [*args[:6], str(tmp_path / "occ"), *args[7:], "--occluders"]
+    with pytest.raises(SystemExit, match="gen --occluders"):
+        main(occ)
 
     base = tmp_path / "base.pt"
     save_model(with_refiner(tiny_model), base)

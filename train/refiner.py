@@ -37,7 +37,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
-from torch import nn
 
 from edge_sameo import bundled
 from edge_sameo.data.synth import SynthConfig, compose_scene, dual_scenes, item_seed, render
@@ -127,7 +126,9 @@ def scene_samples(
     unit = np.array([1000 / w, 1000 / h, 1000 / w, 1000 / h], np.float32)
     boxes = jitter_boxes(boxes * unit, rng, BOX_JITTER, BOX_JITTER_MAX, 1000) / unit
     amodal_lr, visible_lr = coarse_logits(model, image, boxes)
-    full = RefinerConfig(cfg.crop, cfg.widths, True, cfg.grow, others=cfg.others)  # every channel
+    full = RefinerConfig(
+        cfg.crop, cfg.widths, True, cfg.grow, occluders=cfg.occluders
+    )  # all channels
     windows, inputs = refiner_crops(image, boxes, full, amodal_lr, visible_lr)
     targets = np.stack(
         [crop_masks(amodal, windows, cfg.crop), crop_masks(visible, windows, cfg.crop)], 1
@@ -167,7 +168,7 @@ def generate(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     model = load_model(args.nano).eval()
-    cfg = RefinerConfig(crop=args.crop, grow=args.grow, others=args.others)
+    cfg = RefinerConfig(crop=args.crop, grow=args.grow, occluders=args.occluders)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     synth = SynthConfig(pillars=args.pillars, free_shapes=args.free_shapes)
@@ -304,17 +305,19 @@ class ShardPool:
 
 
 def load_init(model: MaskRefiner, path: Path) -> None:
-    """Start ``model`` from a ``fit`` output: the same config, or a one-stage refiner of
-    the same U-Net, whose weights then start every stage of ``model``'s cascade."""
+    """Start ``model`` from a ``fit`` output: the same config; the same refiner without the
+    occluder channel (its weights for the new channel start at zero, so ``model`` starts
+    computing the init's function); or a one-stage refiner of the same U-Net, whose weights
+    then start every stage of ``model``'s cascade."""
     init = torch.load(path, weights_only=True)
     got = RefinerConfig.from_dict(init["config"])
     cfg = model.config
     if got == cfg:
         model.load_state_dict(init["state_dict"])
         return
-    if not got.others and cfg.others and dataclasses.replace(got, others=True) == cfg:
-        # Grown: the others channel added to every stage's first convolution, its weights
-        # at zero, so the run starts computing the init's function.
+    if not got.occluders and cfg.occluders and dataclasses.replace(got, occluders=True) == cfg:
+        # Grown: the occluder channel added to every stage's first convolution with zero
+        # weights, so the run starts computing the init's function.
         state = dict(init["state_dict"])
         own = model.state_dict()
         for k, v in state.items():
@@ -323,22 +326,6 @@ def load_init(model: MaskRefiner, path: Path) -> None:
                 grown[:, : v.shape[1]] = v
                 state[k] = grown
         model.load_state_dict(state)
-        return
-    if (
-        got.global_dim == 0
-        and cfg.global_dim
-        and dataclasses.replace(got, global_dim=cfg.global_dim) == cfg
-    ):
-        # Grown: a fully connected bottleneck added to every stage, its output layer at zero,
-        # so the run starts computing the init's function.
-        missing, unexpected = model.load_state_dict(init["state_dict"], strict=False)
-        assert not unexpected and all("glob." in k for k in missing), (missing, unexpected)
-        for m in [model, *model.cascade]:
-            assert isinstance(m, MaskRefiner) and m.glob is not None
-            out_layer = m.glob[2]
-            assert isinstance(out_layer, nn.Linear)
-            nn.init.zeros_(out_layer.weight)
-            nn.init.zeros_(out_layer.bias)
         return
     if got != dataclasses.replace(cfg, stages=1) or not got.use_logits:
         raise SystemExit(f"{path}: its refiner config differs from this run's")
@@ -362,7 +349,7 @@ def fit(args: argparse.Namespace) -> None:
         residual=args.residual,
         global_dim=args.global_dim,
         stages=args.stages,
-        others=args.others,
+        occluders=args.occluders,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -383,6 +370,12 @@ def fit(args: argparse.Namespace) -> None:
     val = Samples.load(next(Path(args.val).glob("shard_*[0-9].npz")))
     pool = ShardPool(Path(args.shards), args.keep)
     data = pool.refresh()
+    for what, samples in (("--shards", data), ("--val", val)):
+        if samples.inputs.shape[1] < cfg.in_channels:
+            raise SystemExit(
+                f"{what}: samples of {samples.inputs.shape[1]} channels, this refiner reads "
+                f"{cfg.in_channels} (write them with gen --occluders)"
+            )
     rng = np.random.default_rng([args.seed, step])
     curve = out / "curve.csv"
     fields = ["elapsed_s", "step", "samples", "loss", *evaluate_crops(model, val, cfg)]
@@ -446,7 +439,8 @@ def fit(args: argparse.Namespace) -> None:
 #: The recipe's refiner stage: ``fit``'s flags (``--`` dropped, ``_`` for ``-``) plus the
 #: shard generator's ``shards`` / ``scenes`` per shard / ``val_scenes`` / ``pillars`` (the
 #: share of training scenes with the video world's pillar in front; validation has none) /
-#: ``free_shapes`` (the share of training objects drawn as free-form shapes),
+#: ``free_shapes`` (the share of training objects drawn as free-form shapes); ``occluders``
+#: is both ``fit``'s and the generator's flag,
 #: and for a cascade (``stages`` > 1) ``cascade_minutes`` / ``cascade_lr``: a second fit of
 #: the cascade, every stage starting from the first fit's one-stage refiner.
 STAGE_DEFAULTS: dict[str, Any] = {
@@ -467,6 +461,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "val_scenes": 150,
     "pillars": 0.3,
     "free_shapes": 0.3,
+    "occluders": True,
 }
 
 
@@ -509,6 +504,7 @@ def train_stage(
     cfg = {**STAGE_DEFAULTS, **settings}
     shards, val = out / "shards", out / "val"
     common = ["--nano", str(nano), "--crop", str(cfg["crop"]), "--grow", str(cfg["grow"])]
+    common += ["--occluders"] if cfg["occluders"] else []
     gen = [sys.executable, "-m", "edge_sameo.train.refiner", "gen", *common]
     val_gen = [*gen, "--out", str(val), "--seed", str(val_seed), "--shards", "1"]
     subprocess.run([*val_gen, "--scenes", str(cfg["val_scenes"])], check=True)
@@ -592,7 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nano", default=str(bundled.NANO))
     g.add_argument("--seed", type=int, default=2000)
     g.add_argument("--first", type=int, default=0)
-    g.add_argument("--others", action="store_true", help="EXPERIMENT: the others channel")
+    g.add_argument(
+        "--occluders",
+        action="store_true",
+        help="samples carry the occluder channel (the other boxes' visible logits)",
+    )
     g.add_argument("--shards", type=int, default=100)
     g.add_argument("--scenes", type=int, default=40, help="scenes per shard")
     g.add_argument("--crop", type=int, default=64)
@@ -621,7 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-logits", action="store_true")
     f.add_argument("--residual", action="store_true", help="outputs correct the input logits")
     f.add_argument("--global-dim", type=int, default=0, help="fully connected bottleneck width")
-    f.add_argument("--others", action="store_true", help="EXPERIMENT: the others channel")
+    f.add_argument(
+        "--occluders",
+        action="store_true",
+        help="the refiner reads the occluder channel (shards from gen --occluders)",
+    )
     f.add_argument("--stages", type=int, default=1, help="U-Nets in a cascade")
     f.add_argument(
         "--bf16",

@@ -26,10 +26,12 @@ from torch import nn
 from edge_sameo.modeling.config import checked_fields
 
 #: Input channels, in order: RGB (ImageNet-normalised), the prompt box (1 inside, 0
-#: outside), the amodal and the visible decoder logits (clipped to ±LOGIT_CLIP, / LOGIT_CLIP).
+#: outside), the amodal and the visible decoder logits (clipped to ±LOGIT_CLIP, / LOGIT_CLIP),
+#: and with ``RefinerConfig.occluders`` the other boxes' visible logits (the same scale).
 RGB_CHANNELS = 3
 BOX_CHANNELS = 1
 LOGIT_CHANNELS = 2
+OCCLUDER_CHANNELS = 1
 #: Outputs, in order: amodal logits, visible logits.
 OUT_CHANNELS = 2
 #: Logits enter a refiner clipped to ±LOGIT_CLIP and divided by it (the decoders' logits in
@@ -62,9 +64,11 @@ class RefinerConfig:
     #: the previous stage's two logit maps in place of the decoders' (same window, same
     #: crop), and corrects them; the last stage's logits are the output.
     stages: int = 1
-    #: EXPERIMENT: a last input channel with the other boxes' visible logits (per pixel the
-    #: max over the frame's other boxes): where this box's occluders are.
-    others: bool = False
+    #: A last input channel with the visible logits of the frame's other boxes (per pixel the
+    #: largest): where something in front of this object can hide its parts, and where the
+    #: visible part ends at another object rather than at the object's own edge. Needs
+    #: ``use_logits``; every cascade stage sees it.
+    occluders: bool = False
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2:
@@ -77,8 +81,8 @@ class RefinerConfig:
             raise ValueError(f"global_dim must be >= 0, got {self.global_dim}")
         if self.stages < 1:
             raise ValueError(f"stages must be >= 1, got {self.stages}")
-        if self.others and not self.use_logits:
-            raise ValueError("the others channel needs the decoders' logits as inputs")
+        if self.occluders and not self.use_logits:
+            raise ValueError("the occluder channel needs the decoders' logits as inputs")
         if self.residual and not self.use_logits:
             raise ValueError("a residual refiner needs the decoders' logits as inputs")
 
@@ -90,8 +94,9 @@ class RefinerConfig:
     @property
     def in_channels(self) -> int:
         """C_in of the input crops: RGB and box, plus both decoders' logits when
-        ``use_logits``."""
-        return self.prompt_channels + (LOGIT_CHANNELS if self.use_logits else 0) + self.others
+        ``use_logits``, plus the occluder channel when ``occluders``."""
+        logits = LOGIT_CHANNELS if self.use_logits else 0
+        return self.prompt_channels + logits + (OCCLUDER_CHANNELS if self.occluders else 0)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready fields (``widths`` as a list)."""
@@ -148,10 +153,11 @@ class MaskRefiner(nn.Module):
         return self.forward_stages(x)[-1]
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The logits of every cascade stage, first to last."""
+        """The logits of every cascade stage, first to last. A stage after the first sees the
+        RGB and box channels, the previous stage's logits and the occluder channel."""
         outs = [self._unet(x)]
         keep = x[:, : self.config.prompt_channels]
-        extra = x[:, self.config.prompt_channels + LOGIT_CHANNELS :]  # the others channel
+        extra = x[:, self.config.prompt_channels + LOGIT_CHANNELS :]  # the occluder channel
         for stage in self.cascade:
             assert isinstance(stage, MaskRefiner)
             prev = torch.clamp(outs[-1], -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP
