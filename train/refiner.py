@@ -126,9 +126,8 @@ def scene_samples(
     unit = np.array([1000 / w, 1000 / h, 1000 / w, 1000 / h], np.float32)
     boxes = jitter_boxes(boxes * unit, rng, BOX_JITTER, BOX_JITTER_MAX, 1000) / unit
     amodal_lr, visible_lr = coarse_logits(model, image, boxes)
-    full = RefinerConfig(
-        cfg.crop, cfg.widths, True, cfg.grow, occluders=cfg.occluders
-    )  # all channels
+    # samples keep every channel; fit reads the first ones its refiner takes
+    full = RefinerConfig(cfg.crop, cfg.widths, True, cfg.grow, occluders=cfg.occluders)
     windows, inputs = refiner_crops(image, boxes, full, amodal_lr, visible_lr)
     targets = np.stack(
         [crop_masks(amodal, windows, cfg.crop), crop_masks(visible, windows, cfg.crop)], 1
