@@ -98,7 +98,18 @@ def crop_inputs(
     r, n = cfg.crop, len(windows)
     h, w = image.shape[:2]
     out = np.empty((n, cfg.in_channels, r, r), np.float32)
-    first_logit = cfg.prompt_channels
+    # The logit channels, each (N, L, L) clipped to ±LOGIT_CLIP and scaled to ±1, in the
+    # channel order from cfg.prompt_channels on.
+    maps: list[NDArray[np.float32]] = []
+    if cfg.use_logits:
+        if amodal_logits is None or visible_logits is None:
+            raise ValueError("this refiner takes the decoders' logits as inputs")
+        maps = [
+            np.clip(lo, -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP
+            for lo in (amodal_logits, visible_logits)
+        ]
+        if cfg.occluders:
+            maps.append(other_boxes_max(maps[1]))
     centres = np.arange(r, dtype=np.float32) + 0.5
     for i in range(n):
         win = windows[i]
@@ -110,21 +121,10 @@ def crop_inputs(
         inx = (centres >= bx[0]) & (centres < bx[1])
         iny = (centres >= by[0]) & (centres < by[1])
         out[i, 3] = iny[:, None] & inx[None, :]
-        if cfg.use_logits:
-            for c, lo in ((first_logit, amodal_logits), (first_logit + 1, visible_logits)):
-                if lo is None:
-                    raise ValueError("this refiner takes the decoders' logits as inputs")
-                lh, lw = lo.shape[1:]
-                m = _to_crop(win, r, (w / lw, h / lh))
-                x = np.clip(lo[i], -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP
-                out[i, c] = _warp(np.ascontiguousarray(x, np.float32), m, r, -1.0)
-    if cfg.occluders:
-        assert visible_logits is not None  # use_logits, checked above
-        others = other_boxes_max(np.clip(visible_logits, -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP)
-        lh, lw = visible_logits.shape[1:]
-        for i in range(n):
-            m = _to_crop(windows[i], r, (w / lw, h / lh))
-            out[i, -1] = _warp(np.ascontiguousarray(others[i]), m, r, -1.0)
+        for c, scaled in enumerate(maps, start=cfg.prompt_channels):
+            lh, lw = scaled.shape[1:]
+            m = _to_crop(win, r, (w / lw, h / lh))
+            out[i, c] = _warp(np.ascontiguousarray(scaled[i], np.float32), m, r, -1.0)
     return out
 
 
