@@ -71,6 +71,19 @@ class Prediction:
         return prediction_to_detections(self)
 
 
+def cut_to_boxes(masks: NDArray[np.bool_], boxes: NDArray[np.float32]) -> None:
+    """Clear, in place, every pixel of (N, H, W) ``masks`` that lies wholly outside its
+    (N, 4) XYXY box (pixel i covers [i, i+1): a pixel the box edge crosses is kept)."""
+    _, h, w = masks.shape
+    lo = np.clip(np.floor(boxes[:, :2]).astype(np.int64), 0, [w, h])
+    hi = np.clip(np.ceil(boxes[:, 2:]).astype(np.int64), 0, [w, h])
+    for m, (x0, y0), (x1, y1) in zip(masks, lo, hi, strict=True):
+        m[:y0] = False
+        m[y1:] = False
+        m[:, :x0] = False
+        m[:, x1:] = False
+
+
 def best_masks(
     logits: NDArray[np.float32], iou: NDArray[np.float32], image_hw: tuple[int, int]
 ) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
@@ -174,17 +187,23 @@ class AmodalPredictor:
         assert self._image_hw is not None
         return embedding, self._image_hw
 
-    def predict(self, boxes: Any) -> Prediction:
+    def predict(self, boxes: Any, amodal_boxes: bool = False) -> Prediction:
         """Decode all boxes of the current image in one batched call.
 
         boxes: (N, 4) float XYXY in image pixels; N may be 0. Boxes are clipped to the
         image and reversed corners reordered; NaN/inf or zero-area boxes raise
         ``InputError`` (a ``ValueError``) naming the row.
+
+        amodal_boxes: the boxes are **amodal** boxes (each the extent of the whole object,
+        hidden parts included: ground truth, or a detector trained on amodal boxes), so no
+        part of an object lies outside its box and both masks are cut to it
+        (:func:`cut_to_boxes`). Leave it off for visible (modal) boxes, such as the
+        bundled detector's: the hidden parts of an object reach beyond those.
         """
         _, image_hw = self._current_image()
-        return self.predict_valid(validate_boxes(boxes, image_hw))
+        return self.predict_valid(validate_boxes(boxes, image_hw), amodal_boxes)
 
-    def predict_valid(self, boxes: NDArray[np.float32]) -> Prediction:
+    def predict_valid(self, boxes: NDArray[np.float32], amodal_boxes: bool = False) -> Prediction:
         """``predict`` for boxes already checked: (N, 4) float32 XYXY in image pixels as
         ``validate_boxes`` or ``clip_boxes`` return them (reordered, clipped, non-empty).
         Nothing is checked again: the stream loop checks its detector's boxes once, and
@@ -221,6 +240,10 @@ class AmodalPredictor:
                 visible, visible_scores = best_masks(
                     out.modal_low_res_logits, out.modal_iou_predictions, (h, w)
                 )
+        if amodal_boxes:
+            cut_to_boxes(masks, clean)
+            if visible is not None:
+                cut_to_boxes(visible, clean)
         t2 = time.perf_counter()
         speed.update(
             decoder=(t1 - t0) * 1e3, refiner=refine_ms, postprocess=(t2 - t1) * 1e3 - refine_ms

@@ -7,6 +7,7 @@ from edge_sameo import AmodalPredictor
 from edge_sameo.boxes import clip_boxes
 from edge_sameo.errors import InputError
 from edge_sameo.modeling import EfficientSam
+from edge_sameo.predictor import cut_to_boxes
 
 
 @pytest.fixture()
@@ -122,3 +123,27 @@ def test_image_conversions(tiny_model: EfficientSam, rgb_image: np.ndarray) -> N
 def test_bad_images_rejected(tiny_model: EfficientSam, image: np.ndarray, message: str) -> None:
     with pytest.raises(InputError, match=message):
         AmodalPredictor(tiny_model).set_image(image)
+
+
+def test_cut_to_boxes_keeps_the_pixels_each_box_touches() -> None:
+    masks = np.ones((3, 10, 12), bool)
+    boxes = np.array([[2.5, 1.0, 6.2, 4.0], [-3, -3, 50, 50], [11.5, 9.5, 12, 10]], np.float32)
+    cut_to_boxes(masks, boxes)
+    first = np.zeros((10, 12), bool)
+    first[1:4, 2:7] = True
+    assert np.array_equal(masks[0], first)
+    assert masks[1].all()  # a box past the image cuts nothing
+    assert masks[2].sum() == 1 and masks[2, 9, 11]
+
+
+def test_amodal_boxes_cut_the_masks_and_leave_modal_boxes_alone(
+    predictor: AmodalPredictor,
+) -> None:
+    boxes = np.array([[5, 6, 60, 70], [20, 10, 120, 90]], np.float32)
+    free = predictor.predict(boxes)
+    cut = predictor.predict(boxes, amodal_boxes=True)
+    expect = free.masks.copy()
+    cut_to_boxes(expect, boxes)
+    assert np.array_equal(cut.masks, expect)
+    assert np.array_equal(cut.scores, free.scores)
+    assert np.array_equal(predictor.predict(boxes).masks, free.masks)

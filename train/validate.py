@@ -117,7 +117,8 @@ def predictor_results(
     """COCO results (one per instance, with ``ann_id``) through the app's own path: the
     predictor (encoder, decoders, refiner, full-size masks) on each image of ``ds``,
     every instance prompted with its exact ``prompt`` box in image pixels (a modal prompt
-    falls back to the amodal box for an instance with no visible pixel). Returns the
+    falls back to the amodal box for an instance with no visible pixel); amodal boxes are
+    passed as such (``amodal_boxes``: the masks are cut to them). Returns the
     amodal masks' results and the visible masks' (None without a modal decoder)."""
     from edge_sameo.masks import rle_area, rle_xywh
 
@@ -135,7 +136,7 @@ def predictor_results(
             x, y, w, h = rle_xywh(box_of)
             boxes.append([x, y, x + w, y + h])
         predictor.set_image(ds.load_image(img.id))
-        pred = predictor.predict(np.asarray(boxes, np.float32))
+        pred = predictor.predict(np.asarray(boxes, np.float32), amodal_boxes=prompt == "amodal")
         for out, masks in ((amodal, pred.masks), (visible, pred.visible_masks)):
             if masks is None:
                 continue

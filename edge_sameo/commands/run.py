@@ -125,6 +125,12 @@ def register(sub: Any) -> None:
         "file (.jsonl / COCO .json), 'gt' for the synthetic source, or 'int8' for the "
         "bundled detector's INT8 export (faster; default: the bundled detector)",
     )
+    p.add_argument(
+        "--amodal-boxes",
+        action="store_true",
+        help="the detector's boxes are amodal (each the whole object's extent: a YOLO trained "
+        "on amodal boxes, or replayed amodal boxes): the masks are cut to them",
+    )
     p.add_argument("--conf", type=probability, default=0.25, help="detector confidence, 0..1")
     p.add_argument("--classes", type=class_ids, help="comma-separated class ids to keep")
     p.add_argument("--max-objects", type=int, default=20)
@@ -324,6 +330,7 @@ def stream_config(args: argparse.Namespace) -> Any:
         max_objects=getattr(args, "max_objects", 20),
         temporal=TemporalConfig(args.smoothing, args.persistence, args.shape_memory),
         queue_policy=getattr(args, "queue", "auto"),
+        amodal_boxes=getattr(args, "amodal_boxes", False),
     )
 
 

@@ -49,6 +49,12 @@ def register(sub: Any) -> None:
         metavar="X1,Y1,X2,Y2",
         help="box prompt in image pixels (repeat for several)",
     )
+    p.add_argument(
+        "--amodal-boxes",
+        action="store_true",
+        help="the boxes are amodal (the whole object's extent, hidden parts included): "
+        "the masks are cut to them",
+    )
     p.add_argument("--out", type=Path, required=True, help="overlay image to write (.png)")
     p.add_argument("--json", type=Path, help="also write the masks as COCO RLE JSON")
     p.set_defaults(func=run)
@@ -75,10 +81,11 @@ def segment_image(
     out: Path,
     json_path: Path | None,
     meta: dict[str, Any],
+    amodal_boxes: bool = False,
 ) -> Prediction:
     """Run the predictor and write the overlay (and JSON), atomically."""
     predictor.set_image(image)
-    result = predictor.predict(boxes)
+    result = predictor.predict(boxes, amodal_boxes=amodal_boxes)
     write_image(out, SEGMENT_RENDERER.render(image, prediction_objects(result, visible=False)))
     if json_path is not None:
         atomic_write_json(
@@ -121,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         args.json,
         {"image": str(args.image), "checkpoint": str(args.checkpoint)},
+        amodal_boxes=args.amodal_boxes,
     )
     print_summary(result, args.out, args.json)
     return 0

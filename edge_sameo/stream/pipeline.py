@@ -56,6 +56,9 @@ class StreamConfig:
     #: it waits (every frame processed); ``auto``: latency for live sources and files paced
     #: by ``max_fps``, throughput for files read as fast as they go.
     queue_policy: str = "auto"
+    #: The detector's boxes are amodal boxes (the whole object's extent), so the masks are
+    #: cut to them (``AmodalPredictor.predict``'s ``amodal_boxes``).
+    amodal_boxes: bool = False
 
     def __post_init__(self) -> None:
         if self.queue_size < 1 or self.max_objects < 1:
@@ -144,7 +147,7 @@ class Segmenter:
             top[np.argsort(-det.scores)[: self.config.max_objects]] = True
             det = det.select(top)
         self.predictor.set_image(frame.image)
-        pred = self.predictor.predict_valid(det.boxes)
+        pred = self.predictor.predict_valid(det.boxes, self.config.amodal_boxes)
         for k in ("preprocess", "encoder", "decoder", "postprocess"):
             timings[k] = pred.speed.get(k, 0.0)
         t0 = time.perf_counter()
