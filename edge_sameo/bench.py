@@ -272,12 +272,12 @@ def candidate_runtimes(
             exported.append(
                 (f"openvino {p}", partial(OpenVINOBackend, precision=p, threads=threads), need)
             )
+        # what auto runs where bf16 pays: a bf16 encoder, an fp32 decoder, a bf16 refiner
+        mixed = OpenVINOBackend.default_options("bf16")
         exported.append(
             (
                 "openvino bf16 enc + fp32 dec",
-                partial(
-                    OpenVINOBackend, precision="bf16", threads=threads, decoder_precision="fp32"
-                ),
+                partial(OpenVINOBackend, precision="bf16", threads=threads, **mixed),
                 None,
             )
         )

@@ -61,18 +61,20 @@ def seeded_tiny(seed: int = 0, modal_decoder: bool = False, **config: Any) -> Ef
 REFINER_BOXES = np.array([[5, 6, 60, 70], [20, 10, 120, 90], [0, 0, 50, 40]], np.float32)
 
 
-def refined_tiny(seed: int = 0, occluders: bool = False) -> EfficientSam:
+def refined_tiny(seed: int = 0, occluders: bool = False, mirror: bool = False) -> EfficientSam:
     """The tiny model with a modal decoder and a small refiner (with the occluder channel
-    when ``occluders``, as the bundled one) whose logits are standardised on the crops of a
-    reference image (a random refiner's logits barely vary, so its masks are all or
-    nothing): masks with boundaries, comparable pixel by pixel."""
+    when ``occluders`` and the mirror average when ``mirror``, as the bundled one) whose
+    logits are standardised on the crops of a reference image (a random refiner's logits
+    barely vary, so its masks are all or nothing): masks with boundaries, comparable pixel
+    by pixel."""
     from edge_sameo.backends.recording import RecordingBackend
     from edge_sameo.backends.torch_backend import TorchBackend
     from edge_sameo.predictor import AmodalPredictor
     from edge_sameo.seeded import reference_image
     from tests.test_refiner import SMALL, with_refiner
 
-    model = with_refiner(seeded_tiny(seed), dataclasses.replace(SMALL, occluders=occluders))
+    cfg = dataclasses.replace(SMALL, occluders=occluders, mirror=mirror)
+    model = with_refiner(seeded_tiny(seed), cfg)
     assert model.refiner is not None
     recorder = RecordingBackend(TorchBackend(model, "fp32", "cpu"))
     predictor = AmodalPredictor(recorder)

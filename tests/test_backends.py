@@ -156,8 +156,8 @@ def test_openvino_default_makes_masks_in_fp32(
     export_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OpenVINO's default precision (named or picked by auto) runs the encoder in bf16 and
-    the mask stages in fp32 where bf16 pays, else everything in fp32; a named precision
-    applies to every graph."""
+    the decoder in fp32 where bf16 pays (a refiner in bf16: below), else everything in fp32;
+    a named precision applies to every graph."""
     from edge_sameo.backends import openvino_backend
 
     for pays, default in ((True, "openvino bf16 encoder, fp32 decoder"), (False, "openvino fp32")):
@@ -229,11 +229,12 @@ def test_predictor_on_export_folder_gives_visible_and_amodal(
 
 @pytest.fixture(scope="module")
 def refined_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EfficientSam]:
-    """A refiner model (with the occluder channel, as the bundled one) and its export."""
+    """A refiner model (with the occluder channel and the mirror average, as the bundled
+    one) and its export."""
     from tests.conftest import refined_tiny
 
     out = tmp_path_factory.mktemp("refined")
-    model = refined_tiny(occluders=True)
+    model = refined_tiny(occluders=True, mirror=True)
     export_onnx(model, ExportConfig(out_dir=out, check=False))
     return out, model
 
@@ -294,7 +295,7 @@ def test_a_model_without_refiner_cannot_refine(export_dir: Path) -> None:
 
 
 @pytest.mark.skipif(not HAS_OV, reason="no openvino")
-def test_openvino_runs_the_refiner_at_the_decoder_precision(
+def test_openvino_runs_the_refiner_at_the_decoder_precision_or_its_own(
     refined_export: tuple[Path, EfficientSam], crops: np.ndarray
 ) -> None:
     from edge_sameo.backends.openvino_backend import OpenVINOBackend
@@ -303,6 +304,13 @@ def test_openvino_runs_the_refiner_at_the_decoder_precision(
     assert backend.describe() == "openvino bf16 encoder, fp32 decoder + refiner"
     ref = TorchBackend(refined_export[1], "fp32", "cpu").refine(crops)
     assert rel(backend.refine(crops), ref) <= 1e-4
+    # the refiner can have a precision of its own: what auto picks where bf16 pays
+    auto = OpenVINOBackend(refined_export[0], "bf16", **OpenVINOBackend.default_options("bf16"))
+    assert auto.describe() == "openvino bf16 encoder, fp32 decoder, bf16 refiner"
+    assert auto.refiner_precision == "bf16" and auto.decoder_precision == "fp32"
+    assert rel(auto.refine(crops), ref) <= 0.1
+    with pytest.raises(InputError, match="refiner precision 'fp8' unknown"):
+        OpenVINOBackend(refined_export[0], "fp32", refiner_precision="fp8")
 
 
 def test_export_cache_key_covers_the_refiner_config() -> None:

@@ -15,6 +15,7 @@ from edge_sameo.backends.torch_backend import TorchBackend, model_contract
 from edge_sameo.checkpoint import load_model, save_model
 from edge_sameo.contract import ExportContract
 from edge_sameo.modeling import EfficientSam, MaskRefiner, RefinerConfig
+from edge_sameo.modeling.refiner import LOGIT_CLIP
 from edge_sameo.predictor import AmodalPredictor
 from edge_sameo.refine import (
     crop_inputs,
@@ -58,6 +59,26 @@ def test_refiner_shapes(
     out = MaskRefiner(cfg)(torch.zeros(3, cfg.in_channels, crop, crop))
     assert out.shape == (3, 2, crop, crop)
     assert RefinerConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_the_mirror_averages_the_last_stage_over_its_mirror() -> None:
+    cfg = dataclasses.replace(SMALL, stages=2, occluders=True)
+    torch.manual_seed(3)
+    plain = MaskRefiner(cfg).eval()
+    mirrored = MaskRefiner(dataclasses.replace(cfg, mirror=True)).eval()
+    mirrored.load_state_dict(plain.state_dict())  # the same weights: a switch, not a model
+    x = torch.randn(3, cfg.in_channels, cfg.crop, cfg.crop)
+    with torch.no_grad():
+        first = plain.forward_stages(x)[0]
+        keep, extra = x[:, : cfg.prompt_channels], x[:, cfg.prompt_channels + 2 :]
+        z = torch.cat([keep, first.clamp(-LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP, extra], 1)
+        last = plain.cascade[0]
+        assert isinstance(last, MaskRefiner)
+        expect = (last._unet(z) + last._unet(z.flip(3)).flip(3)) / 2
+        got = mirrored.forward_stages(x)
+        torch.testing.assert_close(got[0], first)  # earlier stages run once, unmirrored
+        torch.testing.assert_close(got[1], expect)
+        assert not torch.allclose(got[1], plain(x), atol=1e-3)  # the mean changed something
 
 
 @pytest.mark.parametrize(
@@ -276,6 +297,13 @@ def test_refiner_changes_the_masks(tiny_model: EfficientSam, rgb_image: np.ndarr
     res = predictor.predict(np.array([[40, 30, 80, 70]], np.float32))
     ys, xs = np.nonzero(res.masks[0])
     assert xs.min() <= 40 and xs.max() >= 79 and ys.min() <= 30 and ys.max() >= 69
+    # told the box is amodal (the whole object's extent), both masks stop at its pixels:
+    # those it covers, even in part
+    cut = predictor.predict(np.array([[40.5, 30.2, 79.5, 69.9]], np.float32), amodal_boxes=True)
+    box = np.zeros((96, 128), bool)
+    box[30:70, 40:80] = True
+    assert cut.visible_masks is not None
+    assert np.array_equal(cut.masks[0], box) and np.array_equal(cut.visible_masks[0], box)
 
 
 def test_model_card_shows_the_refiner_and_the_second_world() -> None:

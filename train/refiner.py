@@ -530,13 +530,20 @@ def train_stage(
     return {"settings": cfg, "last": row, "weights": str(last_fit / "refiner.pt")}
 
 
+def attached_config(config: dict[str, Any], mirror: bool) -> RefinerConfig:
+    """The config of a refiner.pt's refiner as attached: with ``mirror``, the last stage
+    averaged over the mirror (``RefinerConfig.mirror``; the weights are the same)."""
+    cfg = RefinerConfig.from_dict(config)
+    return dataclasses.replace(cfg, mirror=True) if mirror else cfg
+
+
 def attach(args: argparse.Namespace) -> None:
     """Put a trained refiner into a model checkpoint (edge-sameo format)."""
     from edge_sameo.checkpoint import load_model, save_model
 
     model = load_model(args.model)
     obj = torch.load(args.refiner, weights_only=True)
-    refiner = MaskRefiner(RefinerConfig.from_dict(obj["config"]))
+    refiner = MaskRefiner(attached_config(obj["config"], args.mirror))
     refiner.load_state_dict(obj["state_dict"])
     model.refiner = refiner.eval()
     meta = {"refiner": {"source": str(args.refiner), **json.loads(args.meta or "{}")}}
@@ -560,7 +567,7 @@ def bundle(args: argparse.Namespace) -> None:
     rows = list(csv.DictReader(Path(args.refiner).with_name("curve.csv").open(newline="")))
     extra = json.loads(args.meta or "{}")
     metrics["refiner"] = {
-        "config": obj["config"],
+        "config": attached_config(obj["config"], args.mirror).to_dict(),
         "params": sum(int(v.numel()) for k, v in obj["state_dict"].items() if "running" not in k),
         "commands": extra.get("commands", []),
         "summary": extra.get("summary", ""),
@@ -660,6 +667,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--second-world", help="a world never trained on (annotations.json)")
     b.add_argument("--second-world-description", default="benchmarks/second_world.py")
     b.add_argument("--threads", type=int, default=2)
+    for q in (a, b):
+        q.add_argument(
+            "--mirror",
+            action="store_true",
+            help="the last stage averaged over the left-right mirror (RefinerConfig.mirror)",
+        )
     return p
 
 

@@ -82,13 +82,17 @@ class OpenVINOBackend(Backend):
 
     @classmethod
     def default_options(cls, precision: str) -> dict[str, Any]:
-        """At the default bf16 the stages that make the masks (decoder, refiner) run in fp32.
-        Measured (docs/BENCHMARKS.md, "bf16 encoder, fp32 masks"): the bundled nano's frame
-        is as fast or faster that way and its masks agree with fp32 (``make demo`` AP50 0.816
-        as in fp32, 0.790 all in bf16); the ViT-Ti frame costs about 6 % more for mask IoU
-        0.986 instead of 0.947 against fp32. ``--precision bf16`` still runs every graph in
-        bf16."""
-        return {"decoder_precision": "fp32"} if precision == "bf16" else {}
+        """At the default bf16 the decoder runs in fp32 and the refiner in bf16. Measured
+        (docs/BENCHMARKS.md, "bf16 encoder, fp32 masks"): the bundled nano's frame is as fast
+        or faster with an fp32 decoder and its masks agree with fp32 (``make demo`` AP50
+        0.816 as in fp32, 0.790 all in bf16); the ViT-Ti frame costs about 6 % more for mask
+        IoU 0.986 instead of 0.947 against fp32. The refiner in bf16 takes about 0.6x its
+        fp32 time on an AMD EPYC for the same held-out figures (within 0.0002; docs/BENCHMARKS.md,
+        "the mirror average and a bf16 refiner"). ``--precision bf16`` still runs every graph
+        in bf16."""
+        if precision != "bf16":
+            return {}
+        return {"decoder_precision": "fp32", "refiner_precision": "bf16"}
 
     def __init__(
         self,
@@ -96,16 +100,20 @@ class OpenVINOBackend(Backend):
         precision: str = "bf16",
         threads: int | None = None,
         decoder_precision: str | None = None,
+        refiner_precision: str | None = None,
     ) -> None:
         """``decoder_precision`` overrides ``precision`` for the stages that make the masks,
-        the decoder and the refiner (e.g. a bf16 encoder with an fp32 decoder: the CPU
-        plugin has no per-layer precision control)."""
+        the decoder and the refiner, and ``refiner_precision`` the decoder's for the refiner
+        (e.g. a bf16 encoder with an fp32 decoder: the CPU plugin has no per-layer precision
+        control, so each graph gets its own)."""
         ov = require("openvino", "openvino")
         directory, contract = read_contract(export_dir)
         super().__init__(contract, precision)
         self.decoder_precision = decoder_precision or precision
-        if self.decoder_precision not in self.precisions:
-            raise InputError(f"openvino decoder precision {self.decoder_precision!r} unknown")
+        self.refiner_precision = refiner_precision or self.decoder_precision
+        for stage, p in (("decoder", self.decoder_precision), ("refiner", self.refiner_precision)):
+            if p not in self.precisions:
+                raise InputError(f"openvino {stage} precision {p!r} unknown")
         core = ov.Core()  # type: ignore[attr-defined]
 
         def compile_graph(graph: GraphContract, p: str) -> Any:
@@ -130,15 +138,22 @@ class OpenVINOBackend(Backend):
         self._refiner = (
             None
             if contract.refiner is None
-            else compile_graph(contract.refiner, self.decoder_precision)
+            else compile_graph(contract.refiner, self.refiner_precision)
         )
 
     def describe(self) -> str:
-        """``"openvino <precision>"``, naming the decoder's precision too where it differs."""
-        if self.decoder_precision == self.precision:
+        """``"openvino <precision>"``, naming the decoder's and the refiner's precisions
+        too where they differ."""
+        refiner = self.refiner_precision if self.has_refiner else self.decoder_precision
+        if self.decoder_precision == refiner == self.precision:
             return f"openvino {self.precision}"
-        masks = "decoder + refiner" if self.has_refiner else "decoder"
-        return f"openvino {self.precision} encoder, {self.decoder_precision} {masks}"
+        if not self.has_refiner:
+            return f"openvino {self.precision} encoder, {self.decoder_precision} decoder"
+        if refiner == self.decoder_precision:
+            masks = f"{self.decoder_precision} decoder + refiner"
+        else:
+            masks = f"{self.decoder_precision} decoder, {refiner} refiner"
+        return f"openvino {self.precision} encoder, {masks}"
 
     def encode(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """pixels (1, 3, S, S) float32 RGB in [0, 1] -> image embeddings (1, C, G, G) float32

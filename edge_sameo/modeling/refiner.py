@@ -69,6 +69,11 @@ class RefinerConfig:
     #: visible part ends at another object rather than at the object's own edge. Needs
     #: ``use_logits``; every cascade stage sees it.
     occluders: bool = False
+    #: Test-time augmentation inside the graph: the last stage runs on its inputs and on
+    #: their left-right mirror, and its logits are the mean of the two (the mirror's mirrored
+    #: back). The stages before it run once, so a two-stage cascade does 1.5x the work.
+    #: Weights are unchanged: any trained refiner can be switched to it.
+    mirror: bool = False
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2:
@@ -154,14 +159,24 @@ class MaskRefiner(nn.Module):
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The logits of every cascade stage, first to last. A stage after the first sees the
-        RGB and box channels, the previous stage's logits and the occluder channel."""
-        outs = [self._unet(x)]
+        RGB and box channels, the previous stage's logits and the occluder channel. With
+        ``config.mirror`` the last stage's logits are the mean over the mirror."""
+        mirror = self.config.mirror
+        unets = [self, *self.cascade]
+        outs: list[torch.Tensor] = []
         keep = x[:, : self.config.prompt_channels]
         extra = x[:, self.config.prompt_channels + LOGIT_CHANNELS :]  # the occluder channel
-        for stage in self.cascade:
+        for i, stage in enumerate(unets):
             assert isinstance(stage, MaskRefiner)
-            prev = torch.clamp(outs[-1], -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP
-            outs.append(stage._unet(torch.cat([keep, prev, extra], dim=1)))
+            if i:
+                prev = torch.clamp(outs[-1], -LOGIT_CLIP, LOGIT_CLIP) / LOGIT_CLIP
+                x = torch.cat([keep, prev, extra], dim=1)
+            if mirror and i == len(unets) - 1:
+                n = x.shape[0]
+                both = stage._unet(torch.cat([x, torch.flip(x, dims=[3])], dim=0))
+                outs.append((both[:n] + torch.flip(both[n:], dims=[3])) * 0.5)
+            else:
+                outs.append(stage._unet(x))
         return outs
 
     def _unet(self, x: torch.Tensor) -> torch.Tensor:
