@@ -409,21 +409,27 @@ def test_synthetic_clip_is_fast_start(tmp_path: Path) -> None:
     assert 1 <= mp4_frames(cut) < 30
 
 
+_DEFERRED = """
+import os, signal, time
+from edge_sameo.stream.app import _signals_deferred
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+got = []
+with _signals_deferred(got):
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)  # the handler runs here: it must not raise
+print(got == [signal.SIGINT], signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+
+
 def test_signals_wait_while_the_outputs_are_finalised() -> None:
     """A Ctrl-C or SIGTERM during the shutdown is noted, not raised in the middle of
-    finalising the MP4 and the JSONL; the handlers are back afterwards."""
-    import os
-
-    from edge_sameo.stream.app import _signals_deferred
-
-    # as in a terminal, whatever the shell that started the tests set
-    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        got: list[int] = []
-        with _signals_deferred(got):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the handler runs here: it must not raise
-        assert got == [signal.SIGINT]
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, outer)
+    finalising the MP4 and the JSONL; the handlers are back afterwards. In a process of its
+    own: a real SIGINT to the test runner itself crashed it (SIGSEGV from the kernel on
+    delivery) after OpenVINO bf16 inference in its main thread, with pytest's faulthandler
+    stack; the app, Ctrl-C'd for real, is not affected (its inference runs in stage threads)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _DEFERRED], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]

@@ -191,6 +191,8 @@ def render(metrics: Mapping[str, Any]) -> str:
         '"Every instance" figures average the IoU of each prompted ground-truth instance; the',
         "evaluator's figures (`edge_sameo.evaluation`) average matched pairs (IoU ≥ 0.5)",
         "only, which drops the baseline's most occluded instances and so flatters it.",
+        "Amodal boxes are passed to the predictor as such (`predict(boxes, amodal_boxes=True)`,",
+        "as `edge-sameo run --amodal-boxes` does): no mask pixel outside its box is kept.",
         "",
         "The same table on scenes of any other seed (generated, then scored as above):",
         "",

@@ -309,8 +309,9 @@ def load_init(model: MaskRefiner, path: Path) -> None:
     computing the init's function); or a one-stage refiner of the same U-Net, whose weights
     then start every stage of ``model``'s cascade."""
     init = torch.load(path, weights_only=True)
-    got = RefinerConfig.from_dict(init["config"])
     cfg = model.config
+    # the mirror average is an inference switch over the same weights
+    got = dataclasses.replace(RefinerConfig.from_dict(init["config"]), mirror=cfg.mirror)
     if got == cfg:
         model.load_state_dict(init["state_dict"])
         return
