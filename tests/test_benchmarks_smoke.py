@@ -119,8 +119,17 @@ def temporal_replay(tmp: Path) -> None:
     assert all(0 <= r["mean"]["AP50"] <= 1 for r in rows.values())
 
 
+def as_avx2(tmp: Path) -> None:
+    """The demo as on an AVX2-only CPU: ``auto`` picks fp32, and the detector compiles (bf16,
+    which OpenVINO would pick from this CPU's flags, has no AVX2 kernels and would fail)."""
+    run_script("as_avx2", "demo", "--frames", "6", "--out-dir", "o", "--quiet", cwd=tmp)
+    summary = json.loads((tmp / "o" / "demo_summary.json").read_text())
+    assert summary["frames"] == 6 and summary["backend"] == "openvino fp32"
+
+
 #: One tiny real run per script; the ones that load models or start the app are ``slow``.
 RUNS: dict[str, Callable[[Path], None]] = {
+    "as_avx2": as_avx2,
     "synth_speed": synth_speed,
     "second_world": second_world,
     "demo_strip": demo_strip,
@@ -130,7 +139,7 @@ RUNS: dict[str, Callable[[Path], None]] = {
     "soak": soak,
     "temporal_replay": temporal_replay,
 }
-SLOW = {"stream_fps", "gpu_runbook", "detector_by_occlusion", "soak", "temporal_replay"}
+SLOW = {"as_avx2", "stream_fps", "gpu_runbook", "detector_by_occlusion", "soak", "temporal_replay"}
 
 
 def test_every_script_has_a_smoke_run() -> None:
