@@ -86,6 +86,24 @@ def test_pipelined_equals_sequential(predictor: AmodalPredictor) -> None:
             np.testing.assert_array_equal(oa.visible, ob.visible)
 
 
+def test_amodal_ground_truth_boxes_and_masks_cut_to_them(predictor: AmodalPredictor) -> None:
+    """``gt-amodal`` reports each visible object's amodal box; with ``amodal_boxes`` the
+    stream's masks stay inside the boxes."""
+    frame = next(iter(synth(1).frames()))
+    assert frame.ground_truth is not None
+    seen = [i for i in frame.ground_truth.instances if i.visible.any()]
+    det = GroundTruthDetector(amodal=True)(frame)
+    np.testing.assert_array_equal(det.boxes, np.stack([mask_to_box(i.amodal) for i in seen]))
+    assert [int(t) for t in det.track_ids] == [i.track_id for i in seen]
+    cfg = StreamConfig(pipelined=False, amodal_boxes=True)
+    (result,) = stream(synth(1), GroundTruthDetector(amodal=True), predictor, cfg)
+    for obj in result.objects:
+        x0, y0, x1, y1 = np.floor(obj.box[:2]).tolist() + np.ceil(obj.box[2:]).tolist()
+        inside = np.zeros_like(obj.amodal)
+        inside[int(y0) : int(y1), int(x0) : int(x1)] = True
+        assert not (obj.amodal & ~inside).any() and not (obj.visible & ~inside).any()
+
+
 def test_results_carry_timings_and_objects(predictor: AmodalPredictor) -> None:
     results = list(stream(synth(3), GroundTruthDetector(), predictor))
     r = results[-1]

@@ -21,6 +21,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run the offline demo", description=__doc__)
     p.add_argument("--out-dir", type=Path, default=Path("out"), help="output folder (default: out)")
     from edge_sameo.commands.run import (
+        add_amodal_boxes_arg,
         add_detect_every_arg,
         add_model_args,
         add_serve_args,
@@ -33,8 +34,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--detector",
         help="override the bundled detector: weights or an export, 'int8' (its INT8 export, "
-        "faster), or 'gt' (the ground-truth boxes)",
+        "faster), 'gt' (the ground-truth boxes) or 'gt-amodal' (the ground-truth amodal boxes)",
     )
+    add_amodal_boxes_arg(p)
     p.add_argument(
         "--conf", type=probability, default=0.25, help="detector confidence threshold, 0..1"
     )

@@ -122,15 +122,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--detector",
         help="YOLO weights (.pt/.onnx/openvino dir/.engine), a replay "
-        "file (.jsonl / COCO .json), 'gt' for the synthetic source, or 'int8' for the "
-        "bundled detector's INT8 export (faster; default: the bundled detector)",
+        "file (.jsonl / COCO .json), 'gt' (or 'gt-amodal': amodal boxes) for the synthetic "
+        "source, or 'int8' for the bundled detector's INT8 export (faster; default: the "
+        "bundled detector)",
     )
-    p.add_argument(
-        "--amodal-boxes",
-        action="store_true",
-        help="the detector's boxes are amodal (each the whole object's extent: a YOLO trained "
-        "on amodal boxes, or replayed amodal boxes): the masks are cut to them",
-    )
+    add_amodal_boxes_arg(p)
     p.add_argument("--conf", type=probability, default=0.25, help="detector confidence, 0..1")
     p.add_argument("--classes", type=class_ids, help="comma-separated class ids to keep")
     p.add_argument("--max-objects", type=int, default=20)
@@ -181,6 +177,16 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=run)
+
+
+def add_amodal_boxes_arg(p: argparse.ArgumentParser) -> None:
+    """``--amodal-boxes`` (``run``, ``demo``)."""
+    p.add_argument(
+        "--amodal-boxes",
+        action="store_true",
+        help="the detector's boxes are amodal (each the whole object's extent: a YOLO trained "
+        "on amodal boxes, replayed amodal boxes, or gt-amodal): the masks are cut to them",
+    )
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
@@ -274,8 +280,8 @@ def _detector(spec: str | None, opts: DetectorOptions) -> Any:
     from edge_sameo import bundled
     from edge_sameo.stream import GroundTruthDetector, ReplayDetector, YOLODetector
 
-    if spec == "gt":
-        return GroundTruthDetector()
+    if spec in ("gt", "gt-amodal"):
+        return GroundTruthDetector(amodal=spec == "gt-amodal")
     named = {None: bundled.DETECTOR, "int8": bundled.DETECTOR_INT8}
     path = named[spec] if spec in named else Path(str(spec))
     if spec in named and not path.exists():

@@ -253,12 +253,14 @@ class ReplayDetector:
 
 class GroundTruthDetector:
     """The synthetic world's visible (modal) boxes with their track ids — what a perfect
-    detector would report; fully hidden objects are not detected."""
+    detector would report; fully hidden objects are not detected. With ``amodal`` the same
+    objects' amodal boxes (their whole extent), as a perfect amodal detector would report."""
 
-    def __init__(self, names: Mapping[int, str] | None = None) -> None:
+    def __init__(self, names: Mapping[int, str] | None = None, amodal: bool = False) -> None:
         from edge_sameo.data import CLASS_NAMES
 
         self.names = dict(names or {i + 1: n for i, n in enumerate(CLASS_NAMES)})
+        self.amodal = amodal
 
     def __call__(self, frame: Frame) -> Detections:
         from edge_sameo.masks import mask_to_box
@@ -268,7 +270,11 @@ class GroundTruthDetector:
                 "the ground-truth detector needs the synthetic source (--source synth)"
             )
         rows = [
-            (mask_to_box(inst.visible), inst.category_id, inst.track_id)
+            (
+                mask_to_box(inst.amodal if self.amodal else inst.visible),
+                inst.category_id,
+                inst.track_id,
+            )
             for inst in frame.ground_truth.instances
             if inst.visible.any()
         ]
