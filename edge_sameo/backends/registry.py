@@ -81,7 +81,7 @@ def is_available(name: str) -> bool:
 def auto_choice() -> tuple[str, str]:
     """(backend, precision) expected fastest here, by the order measured in
     docs/BENCHMARKS.md: GPU -> TensorRT fp16, else torch CUDA fp16; CPU -> OpenVINO at its
-    default precision (bf16 where it is faster than fp32, for the encoder only:
+    default precision (bf16 where it is faster than fp32, for the encoder and the refiner:
     :meth:`~edge_sameo.backends.openvino_backend.OpenVINOBackend.default_options`), else ONNX
     Runtime fp32, else torch."""
     if torch.cuda.is_available():

@@ -179,13 +179,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def add_amodal_boxes_arg(p: argparse.ArgumentParser) -> None:
-    """``--amodal-boxes`` (``run``, ``demo``)."""
+def add_amodal_boxes_arg(
+    p: argparse.ArgumentParser,
+    boxes: str = "the detector's boxes are amodal (each the whole object's extent: a YOLO "
+    "trained on amodal boxes, replayed amodal boxes, or gt-amodal)",
+) -> None:
+    """``--amodal-boxes`` (``run``, ``demo``, ``segment``); ``boxes`` says which boxes."""
     p.add_argument(
-        "--amodal-boxes",
-        action="store_true",
-        help="the detector's boxes are amodal (each the whole object's extent: a YOLO trained "
-        "on amodal boxes, replayed amodal boxes, or gt-amodal): the masks are cut to them",
+        "--amodal-boxes", action="store_true", help=f"{boxes}: the masks are cut to them"
     )
 
 

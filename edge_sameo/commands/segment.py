@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_sameo.annotators import SEGMENT_RENDERER
+from edge_sameo.commands.run import add_amodal_boxes_arg
 from edge_sameo.io import atomic_write_json, image_extension, read_image, write_image
 from edge_sameo.masks import encode_rle
 from edge_sameo.paths import check_outputs
@@ -49,11 +50,8 @@ def register(sub: Any) -> None:
         metavar="X1,Y1,X2,Y2",
         help="box prompt in image pixels (repeat for several)",
     )
-    p.add_argument(
-        "--amodal-boxes",
-        action="store_true",
-        help="the boxes are amodal (the whole object's extent, hidden parts included): "
-        "the masks are cut to them",
+    add_amodal_boxes_arg(
+        p, "the boxes are amodal (the whole object's extent, hidden parts included)"
     )
     p.add_argument("--out", type=Path, required=True, help="overlay image to write (.png)")
     p.add_argument("--json", type=Path, help="also write the masks as COCO RLE JSON")
