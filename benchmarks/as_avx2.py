@@ -7,7 +7,8 @@ What it caps, before torch or OpenVINO is imported: oneDNN's ISA (``ONEDNN_MAX_C
 which OpenVINO's CPU plugin and torch both read) and torch's kernels
 (``ATEN_CPU_CAPABILITY=avx2``); every OpenVINO model, the detector's included, compiles with
 an fp32 inference-precision hint (OpenVINO would pick bf16 from the CPU's flags, and has no
-AVX2 kernels for it); and ``auto`` is told that bf16 does not pay, as on an AVX2 CPU. What
+AVX2 kernels for it); and ``auto`` is told that bf16 does not pay and that the CPU has no
+AVX-512, as on an AVX2 CPU (so the bundled detector is its INT8 export). What
 it cannot change: the cores' clock, caches and memory. An AMD Zen 4 executes AVX-512 as two
 256-bit halves, so its AVX2 code runs at about the speed of a Zen 3 core at the same clock;
 a Zen 3 server part runs at about 2.45 GHz where this Zen 4 VM runs at 3 GHz or more, so
@@ -38,6 +39,7 @@ def cap() -> None:
     from edge_sameo.backends import openvino_backend
 
     openvino_backend.cpu_prefers_bf16 = lambda: False
+    openvino_backend.cpu_has_avx512 = lambda: False
 
 
 def main(argv: list[str]) -> int:

@@ -147,3 +147,21 @@ def test_amodal_boxes_cut_the_masks_and_leave_modal_boxes_alone(
     assert np.array_equal(cut.masks, expect)
     assert np.array_equal(cut.scores, free.scores)
     assert np.array_equal(predictor.predict(boxes).masks, free.masks)
+
+
+@pytest.mark.parametrize("hw", [(480, 640), (96, 128), (200, 150)])
+@pytest.mark.parametrize("size", [256, 1024])
+def test_resize_pixels_is_the_originals_bilinear_resize(hw: tuple[int, int], size: int) -> None:
+    """OpenCV's resize in ``resize_pixels`` computes what the original's ``/255`` then
+    ``F.interpolate(bilinear, align_corners=False)`` does, down- and upscaling."""
+    import torch.nn.functional as F
+
+    from edge_sameo.preprocess import image_to_tensor, resize_pixels
+
+    image = np.random.default_rng(sum(hw)).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    original = F.interpolate(
+        image_to_tensor(image), (size, size), mode="bilinear", align_corners=False
+    )
+    ours = resize_pixels(image, size)
+    assert ours.shape == (1, 3, size, size) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, original.numpy(), atol=1e-6, rtol=0)

@@ -68,6 +68,18 @@ def cpu_prefers_bf16() -> bool:
     return bf16_pays(native, fields.get("vendor_id", ""), flags) if flags else native
 
 
+@functools.cache
+def cpu_has_avx512() -> bool | None:
+    """Whether this CPU has AVX-512 (``avx512f`` among the x86 flags of Linux's
+    ``/proc/cpuinfo``); None where they cannot be read (another OS or architecture)."""
+    try:
+        fields = cpuinfo_fields(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return None
+    flags = set(fields.get("flags", "").split())
+    return "avx512f" in flags if "sse2" in flags else None
+
+
 class OpenVINOBackend(Backend):
     """OpenVINO on the CPU: the exported graphs compiled with a latency hint and the
     precision as inference-precision hint (int8 runs the Q/DQ graph)."""

@@ -33,8 +33,9 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=2024, help="seed of the synthetic video")
     p.add_argument(
         "--detector",
-        help="override the bundled detector: weights or an export, 'int8' (its INT8 export, "
-        "faster), 'gt' (the ground-truth boxes) or 'gt-amodal' (the ground-truth amodal boxes)",
+        help="override the bundled detector: weights or an export, 'float' / 'int8' (its "
+        "float / INT8 export; default: INT8 on x86 CPUs without AVX-512, else float), 'gt' "
+        "(the ground-truth boxes) or 'gt-amodal' (the ground-truth amodal boxes)",
     )
     add_amodal_boxes_arg(p)
     p.add_argument(
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_sameo.commands.run import (
         DetectorOptions,
         ModelOptions,
+        describe_detector,
         live_view,
         make_detector,
         make_predictor,
@@ -95,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
             view.source = source
             outputs.sinks.append(view)
         backend = predictor.backend.describe()
-        print(f"demo: {source.describe()}; segmenter: {backend}")
+        print(
+            f"demo: {source.describe()}; detector: {describe_detector(args.detector)}; "
+            f"segmenter: {backend}"
+        )
         try:
             summary = run_app(source, detector, predictor, stream_config(args), outputs, gt)
         except Interrupted as exc:

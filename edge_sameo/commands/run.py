@@ -123,8 +123,8 @@ def register(sub: Any) -> None:
         "--detector",
         help="YOLO weights (.pt/.onnx/openvino dir/.engine), a replay "
         "file (.jsonl / COCO .json), 'gt' (or 'gt-amodal': amodal boxes) for the synthetic "
-        "source, or 'int8' for the bundled detector's INT8 export (faster; default: the "
-        "bundled detector)",
+        "source, or 'float' / 'int8' for the bundled detector's float / INT8 export "
+        "(default: the bundled detector, INT8 on x86 CPUs without AVX-512, else float)",
     )
     add_amodal_boxes_arg(p)
     p.add_argument("--conf", type=probability, default=0.25, help="detector confidence, 0..1")
@@ -266,6 +266,17 @@ class DetectorOptions:
         )
 
 
+def describe_detector(spec: str | None) -> str:
+    """How the run line names the detector ``spec`` (None: the bundled one, and which)."""
+    from edge_sameo import bundled
+
+    if spec is None:
+        return f"bundled YOLOv8n ({bundled.default_detector()[1]})"
+    if spec in ("float", "int8"):
+        return f"bundled YOLOv8n ({'INT8' if spec == 'int8' else 'float'})"
+    return str(spec)
+
+
 def make_detector(spec: str | None, opts: DetectorOptions) -> Any:
     """The detector ``spec`` names (None: the bundled one), on every
     ``opts.detect_every``-th frame."""
@@ -283,7 +294,11 @@ def _detector(spec: str | None, opts: DetectorOptions) -> Any:
 
     if spec in ("gt", "gt-amodal"):
         return GroundTruthDetector(amodal=spec == "gt-amodal")
-    named = {None: bundled.DETECTOR, "int8": bundled.DETECTOR_INT8}
+    named = {
+        None: bundled.default_detector()[0],
+        "float": bundled.DETECTOR,
+        "int8": bundled.DETECTOR_INT8,
+    }
     path = named[spec] if spec in named else Path(str(spec))
     if spec in named and not path.exists():
         raise InputError(f"bundled detector missing ({path}); pass --detector")
@@ -417,7 +432,10 @@ def run(args: argparse.Namespace) -> int:
         if args.frames is not None and not isinstance(source, SyntheticVideoSource):
             source = FrameLimit(source, args.frames)
         backend = predictor.backend.describe()
-        print(f"source: {source.describe()}; segmenter: {backend}")
+        print(
+            f"source: {source.describe()}; detector: {describe_detector(args.detector)}; "
+            f"segmenter: {backend}"
+        )
         outputs = Outputs(args.out, args.jsonl, args.coco, args.show, progress=not args.quiet)
         if recording is not None:
             outputs.sinks.append(recording)
