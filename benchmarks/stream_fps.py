@@ -50,7 +50,8 @@ def make_detector(spec: str) -> Any:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--sam", default=str(bundled.NANO))
-    p.add_argument("--detector", default=str(bundled.DETECTOR))
+    # the app's choice for this CPU (INT8 on x86 without AVX-512)
+    p.add_argument("--detector", default=str(bundled.default_detector()[0]))
     p.add_argument("--backend", default="auto")
     p.add_argument("--precision")
     p.add_argument("--frames", type=int, default=150)

@@ -120,11 +120,13 @@ def temporal_replay(tmp: Path) -> None:
 
 
 def as_avx2(tmp: Path) -> None:
-    """The demo as on an AVX2-only CPU: ``auto`` picks fp32, and the detector compiles (bf16,
-    which OpenVINO would pick from this CPU's flags, has no AVX2 kernels and would fail)."""
+    """The demo as on an AVX2-only CPU: ``auto`` picks fp32, the bundled detector is its INT8
+    export, and it compiles (bf16, which OpenVINO would pick from this CPU's flags, has no
+    AVX2 kernels and would fail)."""
     run_script("as_avx2", "demo", "--frames", "6", "--out-dir", "o", "--quiet", cwd=tmp)
     summary = json.loads((tmp / "o" / "demo_summary.json").read_text())
     assert summary["frames"] == 6 and summary["backend"] == "openvino fp32"
+    assert summary["detector"] == "bundled YOLOv8n (INT8: this CPU has no AVX-512)"
 
 
 #: One tiny real run per script; the ones that load models or start the app are ``slow``.

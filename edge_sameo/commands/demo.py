@@ -97,16 +97,14 @@ def run(args: argparse.Namespace) -> int:
             view.source = source
             outputs.sinks.append(view)
         backend = predictor.backend.describe()
-        print(
-            f"demo: {source.describe()}; detector: {describe_detector(args.detector)}; "
-            f"segmenter: {backend}"
-        )
+        described = {"backend": backend, "detector": describe_detector(args.detector)}
+        print(f"demo: {source.describe()}; detector: {described['detector']}; segmenter: {backend}")
         try:
             summary = run_app(source, detector, predictor, stream_config(args), outputs, gt)
         except Interrupted as exc:
             # As ``run`` does: the frames done are on disk; no accuracy for a cut video.
             if exc.summary is not None:
-                report(exc.summary, backend, out / "demo_summary.json", {"backend": backend})
+                report(exc.summary, backend, out / "demo_summary.json", described)
             print("interrupted: every finished frame is on disk")
             raise
     print_summary(summary, backend)
@@ -116,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     print(accuracy.format_table())
     atomic_write_json(
         out / "demo_summary.json",
-        {**summary, "backend": backend, "accuracy": accuracy.to_dict()},
+        {**summary, **described, "accuracy": accuracy.to_dict()},
     )
     print(f"wrote {out / 'demo.mp4'}, {out / 'demo.jsonl'}, {out / 'demo_summary.json'}")
     return 0

@@ -432,9 +432,9 @@ def run(args: argparse.Namespace) -> int:
         if args.frames is not None and not isinstance(source, SyntheticVideoSource):
             source = FrameLimit(source, args.frames)
         backend = predictor.backend.describe()
+        described = {"backend": backend, "detector": describe_detector(args.detector)}
         print(
-            f"source: {source.describe()}; detector: {describe_detector(args.detector)}; "
-            f"segmenter: {backend}"
+            f"source: {source.describe()}; detector: {described['detector']}; segmenter: {backend}"
         )
         outputs = Outputs(args.out, args.jsonl, args.coco, args.show, progress=not args.quiet)
         if recording is not None:
@@ -446,10 +446,10 @@ def run(args: argparse.Namespace) -> int:
             summary = run_app(source, detector, predictor, cfg, outputs)
         except Interrupted as exc:
             if exc.summary is not None:
-                report(exc.summary, backend, args.summary)
+                report(exc.summary, backend, args.summary, described)
             print("interrupted: every finished frame is on disk")
             raise
-    report(summary, backend, args.summary)
+    report(summary, backend, args.summary, described)
     written = [str(p) for p in (args.out, args.jsonl, args.coco, args.mcap) if p]
     if written:
         print("wrote " + ", ".join(written))
