@@ -21,7 +21,8 @@ def resize_pixels(image: NDArray[np.uint8], img_size: int) -> NDArray[np.float32
     ``/255`` first, then a straight bilinear resize (half-pixel centres, no antialias)
     on floats, as the original; normalisation happens inside the graphs. Through OpenCV,
     whose bilinear resize is the same kernel as ``F.interpolate(..., "bilinear",
-    align_corners=False)`` (within 1e-6, tested) at a quarter of its cost on a 640×480 frame.
+    align_corners=False)`` (within 1e-6, tested) in less than half its time (0.42 vs 0.98 ms
+    for a 640×480 frame on one thread of an AMD EPYC).
     """
     x = np.asarray(image).astype(np.float32) / np.float32(255.0)
     if x.shape[:2] != (img_size, img_size):
