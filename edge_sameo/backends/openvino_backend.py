@@ -55,28 +55,30 @@ def cpuinfo_fields(text: str) -> dict[str, str]:
 
 
 @functools.cache
+def this_cpu() -> dict[str, str]:
+    """:func:`cpuinfo_fields` of this machine's Linux ``/proc/cpuinfo``, read once; empty
+    where there is no such file."""
+    try:
+        return cpuinfo_fields(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return {}
+
+
+@functools.cache
 def cpu_prefers_bf16() -> bool:
     """:func:`bf16_pays` on this CPU, its vendor and flags read from Linux's
     ``/proc/cpuinfo``. Elsewhere (no such file, or no x86 ``flags`` in it) whether OpenVINO
     runs bf16 natively: the rule is measured on x86 Linux only."""
     native = cpu_supports_bf16()
-    try:
-        fields = cpuinfo_fields(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        return native
+    fields = this_cpu()
     flags = set(fields.get("flags", "").split())
     return bf16_pays(native, fields.get("vendor_id", ""), flags) if flags else native
 
 
-@functools.cache
 def cpu_has_avx512() -> bool | None:
     """Whether this CPU has AVX-512 (``avx512f`` among the x86 flags of Linux's
     ``/proc/cpuinfo``); None where they cannot be read (another OS or architecture)."""
-    try:
-        fields = cpuinfo_fields(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        return None
-    flags = set(fields.get("flags", "").split())
+    flags = set(this_cpu().get("flags", "").split())
     return "avx512f" in flags if "sse2" in flags else None
 
 
